@@ -1,0 +1,5 @@
+//! SignalWire's token endpoints.
+
+mod error;
+
+pub use error::ApiError;

@@ -1,0 +1,187 @@
+//! The crate's error type.
+
+use std::{error::Error as StdError, fmt};
+
+use crate::api::ApiError;
+
+/// The error type of everything in this crate that can fail: configuration, a refused request,
+/// a token endpoint's answer, or a refresh that could not produce a usable token.
+///
+/// It is opaque: ask what happened with the `is_*` predicates, and find the cause with
+/// [`source`](StdError::source). Services in this crate return it boxed in a [`tower::BoxError`];
+/// recover it with `err.downcast_ref::<signalwire_auth::Error>()`.
+///
+/// Neither `Display` nor `Debug` ever contains a token or an API token.
+pub struct Error {
+    kind: Kind,
+    detail: Option<Box<str>>,
+    source: Option<tower::BoxError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A constructor got input it cannot use (empty credentials, a token that is not a header
+    /// value, a space name that is not a DNS label, a missing environment variable).
+    InvalidInput,
+    /// A request was not sent because attaching credentials to it would break the transport rule.
+    Refused,
+    /// A token endpoint answered with a non-2xx status.
+    Api,
+    /// Connecting, sending or receiving failed below HTTP.
+    Transport,
+    /// A call or a refresh took longer than its timeout.
+    Timeout,
+    /// A 2xx answer whose body is not what the endpoint documents.
+    Decode,
+    /// The token is expired and refreshing it keeps failing for a transient reason.
+    RefreshFailed,
+    /// The refresh chain is broken (the refresh token expired or was refused): new tokens are needed.
+    ReauthenticationNeeded,
+    /// A refresh needs a Tokio runtime to run on and none was found.
+    NoRuntime,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            detail: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<Box<str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<tower::BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn invalid_input(detail: impl Into<Box<str>>) -> Self {
+        Self::new(Kind::InvalidInput).with_detail(detail)
+    }
+
+    pub(crate) fn refused(detail: impl Into<Box<str>>) -> Self {
+        Self::new(Kind::Refused).with_detail(detail)
+    }
+
+    pub(crate) fn api(error: ApiError) -> Self {
+        Self::new(Kind::Api).with_source(error)
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// A constructor or builder was given input it cannot use; the message says which and why.
+    pub fn is_invalid_input(&self) -> bool {
+        self.kind == Kind::InvalidInput
+    }
+
+    /// The request was not sent: credentials may only go over HTTPS (or plain HTTP to loopback, or
+    /// where plain HTTP was explicitly allowed), and only to the allowed hosts.
+    pub fn is_refused(&self) -> bool {
+        self.kind == Kind::Refused
+    }
+
+    /// SignalWire answered with a non-2xx status; [`Error::api_error`] has the details.
+    pub fn is_api(&self) -> bool {
+        self.kind == Kind::Api
+    }
+
+    /// Connecting, sending or receiving failed below HTTP. Worth retrying.
+    pub fn is_transport(&self) -> bool {
+        self.kind == Kind::Transport
+    }
+
+    /// A call or a refresh attempt timed out. Worth retrying.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == Kind::Timeout
+    }
+
+    /// A success answer whose body could not be read as the endpoint documents.
+    pub fn is_decode(&self) -> bool {
+        self.kind == Kind::Decode
+    }
+
+    /// The token expired and the refresh that should replace it is failing for a transient reason
+    /// (the refresh endpoint is unreachable, slow, rate limited or answering 5xx). The cache keeps
+    /// retrying with backoff; a later request may succeed.
+    pub fn is_refresh_failed(&self) -> bool {
+        self.kind == Kind::RefreshFailed
+    }
+
+    /// The refresh chain is broken: the refresh token expired, was already spent, or the refresher
+    /// said so. No request will succeed until new tokens are installed with
+    /// [`TokenCache::install`](crate::TokenCache::install).
+    pub fn is_reauthentication_needed(&self) -> bool {
+        self.kind == Kind::ReauthenticationNeeded
+    }
+
+    /// A refresh had to start outside a Tokio runtime.
+    pub fn is_no_runtime(&self) -> bool {
+        self.kind == Kind::NoRuntime
+    }
+
+    /// The API's answer, when this error is one (`is_api()`), found anywhere in the source chain.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        let mut next: Option<&(dyn StdError + 'static)> = self.source.as_deref().map(|e| e as _);
+        while let Some(err) = next {
+            if let Some(api) = err.downcast_ref::<ApiError>() {
+                return Some(api);
+            }
+            next = err.source();
+        }
+        None
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.kind {
+            Kind::InvalidInput => "invalid input",
+            Kind::Refused => "request refused before sending",
+            Kind::Api => "signalwire answered with an error",
+            Kind::Transport => "transport error",
+            Kind::Timeout => "timed out",
+            Kind::Decode => "unexpected response body",
+            Kind::RefreshFailed => "token expired and refreshing it failed",
+            Kind::ReauthenticationNeeded => {
+                "re-authentication needed: the refresh token can no longer be used"
+            }
+            Kind::NoRuntime => "no tokio runtime to run the token refresh on",
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("signalwire_auth::Error");
+        d.field("kind", &self.kind);
+        if let Some(detail) = &self.detail {
+            d.field("detail", detail);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}

@@ -1,0 +1,22 @@
+//! Tower middleware that authenticates requests to the SignalWire REST API.
+//!
+//! placeholder crate docs
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod api;
+mod basic;
+mod cache;
+mod credentials;
+mod error;
+mod secret;
+mod space;
+mod target;
+
+pub use api::ApiError;
+pub use basic::{BasicAuth, BasicAuthLayer};
+pub use cache::{Refresh, RefreshError, TokenHeader, TokenPair};
+pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
+pub use error::Error;
+pub use space::{SPACE_ENV, Space};
