@@ -10,6 +10,12 @@ mod basic;
 mod cache;
 mod credentials;
 mod error;
+#[cfg(feature = "https")]
+mod refresher;
+#[cfg(feature = "test-util")]
+mod mock;
+#[cfg(feature = "https")]
+mod https;
 mod secret;
 mod space;
 mod target;
@@ -19,4 +25,6 @@ pub use basic::{BasicAuth, BasicAuthLayer};
 pub use cache::{Refresh, RefreshError, TokenHeader, TokenPair};
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
+#[cfg(feature = "https")]
+pub use https::{HttpsClient, https_client};
 pub use space::{SPACE_ENV, Space};

@@ -1,0 +1,1 @@
+//! `MockSpace`: an in-process server that behaves like a SignalWire space.

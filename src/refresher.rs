@@ -1,0 +1,1 @@
+//! `SubscriberRefresher`: [`Refresh`](crate::Refresh) over SignalWire's refresh endpoint.
