@@ -22,7 +22,9 @@ mod target;
 
 pub use api::ApiError;
 pub use basic::{BasicAuth, BasicAuthLayer};
-pub use cache::{Refresh, RefreshError, TokenHeader, TokenPair};
+pub use cache::{
+    CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader, TokenPair,
+};
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
 #[cfg(feature = "https")]

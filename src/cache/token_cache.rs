@@ -1,0 +1,383 @@
+//! The public handle to a cache.
+
+use std::{
+    collections::hash_map::RandomState,
+    fmt,
+    hash::BuildHasher,
+    ops::Deref,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use super::{
+    Refresh, TokenPair,
+    flight::{BoxFuture, DynRefresh, Need, Settings, Shared, unit},
+    state::{Margins, Phase, State},
+};
+use crate::{Error, error::Kind};
+
+/// The current [`TokenPair`] of one subscriber, and the single-flight refresh that replaces it.
+///
+/// A `TokenCache` is a handle: clones share one cache. [`BearerAuthLayer`](crate::BearerAuthLayer)
+/// reads it on every request without a lock or a clock read, and:
+///
+/// - past the *advisory* deadline (default 5 minutes before expiry, never more than half the
+///   lifetime, with a small stable per-cache jitter), the first request starts a background
+///   refresh and goes on with the still-valid token;
+/// - past the *hard* deadline (default 30 s before expiry), requests wait for that refresh;
+/// - on a 401 for the current token, one refresh runs and the request is replayed.
+///
+/// However many requests need a refresh at once, one refresh runs, in a task of its own: a
+/// caller that is dropped or times out cancels nothing, and every waiter gets the same result.
+/// A result is installed only over the pair it refreshed, so a slow refresh never overwrites a
+/// newer pair. Transient failures are retried with capped, jittered exponential backoff (1 s
+/// doubling to 30 s) while the current token keeps serving; a terminal failure makes every
+/// request that needs a new token fail with
+/// [`Error::is_reauthentication_needed`] until [`install`](Self::install) is called.
+///
+/// Deadlines are marked by a Tokio timer, so the cache must be used inside a Tokio runtime.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use signalwire_auth::{RefreshError, TokenCache, TokenPair};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), signalwire_auth::Error> {
+/// let pair = TokenPair::new("first", Instant::now(), Duration::from_secs(3600))?;
+/// let cache = TokenCache::builder(pair, |_old: TokenPair| async move {
+///     TokenPair::new("second", Instant::now(), Duration::from_secs(3600)).map_err(RefreshError::terminal)
+/// })
+/// .refresh_ahead(Duration::from_secs(600))
+/// .on_refresh(|pair| println!("persist the new pair, valid until {:?}", pair.expires_at()))
+/// .build();
+///
+/// let fresh = cache.refresh_now().await?;
+/// assert_eq!(fresh.access_token(), "second");
+/// assert_eq!(cache.stats().refreshes(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+/// What a request must do before it is sent.
+pub(crate) enum Ticket {
+    /// Use the state that was loaded.
+    Ready,
+    /// Wait for this state instead.
+    Wait(BoxFuture<'static, Result<Arc<State>, Error>>),
+    Failed(Error),
+}
+
+/// Lets `arc_swap::Cache` hold a cache handle: each service clone keeps the last state it saw
+/// and revalidates it with one relaxed pointer load.
+#[derive(Clone)]
+pub(crate) struct Current(Arc<Shared>);
+
+impl Deref for Current {
+    type Target = ArcSwap<State>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.current
+    }
+}
+
+pub(crate) type LocalCache = arc_swap::Cache<Current, Arc<State>>;
+
+impl TokenCache {
+    /// A cache that starts with `pair` and refreshes it with `refresher`, with default settings.
+    pub fn new(pair: TokenPair, refresher: impl Refresh) -> Self {
+        Self::builder(pair, refresher).build()
+    }
+
+    /// A cache with settings other than the defaults.
+    pub fn builder(pair: TokenPair, refresher: impl Refresh) -> TokenCacheBuilder {
+        TokenCacheBuilder {
+            pair,
+            refresher: Arc::new(refresher),
+            refresh_ahead: Duration::from_secs(5 * 60),
+            hard_margin: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(30),
+            jitter: true,
+            on_refresh: None,
+        }
+    }
+
+    /// A cache for a token that is never refreshed: a guest token, an API key, any bearer.
+    ///
+    /// Fails with [`Error::is_invalid_input`] if `token` is not an RFC 6750 bearer token.
+    pub fn fixed(token: impl Into<String>) -> Result<Self, Error> {
+        // Thirty years: far enough to mean "never", near enough not to overflow an Instant.
+        let pair = TokenPair::new(token, Instant::now(), Duration::from_secs(30 * 365 * 86_400))?;
+        Ok(Self {
+            shared: Arc::new(Shared::new(pair, None, default_settings())),
+        })
+    }
+
+    /// A copy of the current pair (a refresh may replace it at any moment).
+    pub fn current(&self) -> TokenPair {
+        self.shared.current.load().pair.clone()
+    }
+
+    /// Installs `pair` by hand, for example after re-authenticating. A refresh still in flight
+    /// for the previous pair is discarded when it completes, and a broken refresh chain is
+    /// forgotten. `on_refresh` is not called: the caller already has the pair.
+    pub fn install(&self, pair: TokenPair) {
+        self.shared.current.store(Arc::new(self.shared.state_for(pair)));
+        tracing::info!("token pair installed by hand");
+    }
+
+    /// Refreshes now (joining a refresh already in flight) and returns the new pair.
+    ///
+    /// Fails with [`Error::is_reauthentication_needed`] when the chain is broken,
+    /// [`Error::is_refresh_failed`] when the attempt failed transiently (the cache retries in the
+    /// background), and [`Error::is_invalid_input`] for a cache made with
+    /// [`fixed`](Self::fixed).
+    pub async fn refresh_now(&self) -> Result<TokenPair, Error> {
+        if self.shared.refresher.is_none() {
+            return Err(Error::invalid_input("a fixed-token cache cannot refresh"));
+        }
+        let generation = self.shared.current.load().generation;
+        let state = Arc::clone(&self.shared).await_token(generation, Need::Newer).await?;
+        Ok(state.pair.clone())
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> CacheStats {
+        let counters = &self.shared.counters;
+        CacheStats {
+            attempts: counters.attempts.load(Ordering::Relaxed),
+            refreshes: counters.refreshes.load(Ordering::Relaxed),
+            failures: counters.failures.load(Ordering::Relaxed),
+            generation: self.shared.current.load().generation,
+        }
+    }
+
+    pub(crate) fn local(&self) -> LocalCache {
+        arc_swap::Cache::new(Current(Arc::clone(&self.shared)))
+    }
+
+    pub(crate) fn is_refreshable(&self) -> bool {
+        self.shared.refresher.is_some()
+    }
+
+    /// The fast path: one relaxed load and a comparison.
+    #[inline]
+    pub(crate) fn ticket(&self, state: &Arc<State>) -> Ticket {
+        if state.phase() == Phase::Fresh {
+            Ticket::Ready
+        } else {
+            self.slow_ticket(state)
+        }
+    }
+
+    #[cold]
+    fn slow_ticket(&self, state: &Arc<State>) -> Ticket {
+        let phase = match state.phase() {
+            Phase::Unarmed => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Ticket::Failed(Error::new(Kind::NoRuntime).with_detail(
+                        "a refreshing TokenCache must be used inside a Tokio runtime",
+                    ));
+                }
+                state.arm()
+            }
+            phase => phase,
+        };
+        match phase {
+            Phase::Unarmed | Phase::Fresh => Ticket::Ready,
+            Phase::Advisory => {
+                if state.claim_refresh() {
+                    self.shared.kick(state);
+                }
+                Ticket::Ready
+            }
+            Phase::Hard | Phase::Expired => Ticket::Wait(Box::pin(
+                Arc::clone(&self.shared).await_token(state.generation, Need::Valid),
+            )),
+        }
+    }
+
+    /// After a 401 for a request sent with `generation`: the state to replay with, once one
+    /// refresh (shared with every other such request) has run. `None` for a fixed token.
+    pub(crate) fn after_unauthorized(
+        &self,
+        generation: u64,
+    ) -> Option<BoxFuture<'static, Result<Arc<State>, Error>>> {
+        self.is_refreshable().then(|| {
+            Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _
+        })
+    }
+
+    /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.
+    pub(crate) fn refresh_in_background(&self, generation: u64) {
+        let state = self.shared.current.load_full();
+        if self.is_refreshable() && state.generation == generation {
+            state.claim_refresh();
+            self.shared.kick(&state);
+        }
+    }
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl fmt::Debug for Current {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn default_settings() -> Settings {
+    Settings {
+        margins: Margins {
+            refresh_ahead: Duration::ZERO,
+            hard_margin: Duration::ZERO,
+            jitter: 0.0,
+        },
+        backoff_base: Duration::ZERO,
+        backoff_cap: Duration::ZERO,
+        attempt_timeout: Duration::ZERO,
+        jitter: false,
+        seed: 0,
+        on_refresh: None,
+    }
+}
+
+/// Settings of a [`TokenCache`]; from [`TokenCache::builder`].
+#[must_use = "call .build() to get the cache"]
+pub struct TokenCacheBuilder {
+    pair: TokenPair,
+    refresher: Arc<dyn DynRefresh>,
+    refresh_ahead: Duration,
+    hard_margin: Duration,
+    backoff_base: Duration,
+    backoff_cap: Duration,
+    attempt_timeout: Duration,
+    jitter: bool,
+    on_refresh: Option<super::flight::Hook>,
+}
+
+impl TokenCacheBuilder {
+    /// How long before expiry a request starts a background refresh (default 5 minutes). Capped
+    /// at half the token's lifetime, so a 60 s SAT refreshes after 30 s.
+    pub fn refresh_ahead(mut self, before_expiry: Duration) -> Self {
+        self.refresh_ahead = before_expiry;
+        self
+    }
+
+    /// How long before expiry requests stop using the token and wait for the refresh (default
+    /// 30 s; at most half the refresh-ahead margin). Covers clock skew and time in flight.
+    pub fn hard_margin(mut self, before_expiry: Duration) -> Self {
+        self.hard_margin = before_expiry;
+        self
+    }
+
+    /// The first delay after a transient failure and the most it grows to, doubling per failure
+    /// (default 1 s and 30 s).
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_cap = cap.max(base);
+        self
+    }
+
+    /// How long one refresh attempt may take before it counts as a transient failure (default
+    /// 30 s). A refresher with a shorter timeout of its own fails first.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Whether deadlines and backoff delays are jittered (default `true`). Jitter keeps many
+    /// caches minted together from refreshing in lockstep; turn it off for exact schedules.
+    pub fn jitter(mut self, enabled: bool) -> Self {
+        self.jitter = enabled;
+        self
+    }
+
+    /// Called with every pair a refresh installs, for example to persist rotated refresh
+    /// tokens. Runs on the refresh task: keep it short, and do not block.
+    pub fn on_refresh(mut self, hook: impl Fn(&TokenPair) + Send + Sync + 'static) -> Self {
+        self.on_refresh = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the cache. Nothing is spawned until the first request.
+    pub fn build(self) -> TokenCache {
+        let seed = RandomState::new().hash_one(0u8);
+        let settings = Settings {
+            margins: Margins {
+                refresh_ahead: self.refresh_ahead,
+                hard_margin: self.hard_margin,
+                jitter: if self.jitter { unit(seed) } else { 0.0 },
+            },
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            attempt_timeout: self.attempt_timeout,
+            jitter: self.jitter,
+            seed,
+            on_refresh: self.on_refresh,
+        };
+        TokenCache {
+            shared: Arc::new(Shared::new(self.pair, Some(self.refresher), settings)),
+        }
+    }
+}
+
+impl fmt::Debug for TokenCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCacheBuilder")
+            .field("pair", &self.pair)
+            .field("refresh_ahead", &self.refresh_ahead)
+            .field("hard_margin", &self.hard_margin)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("jitter", &self.jitter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a [`TokenCache`], from [`TokenCache::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    attempts: u64,
+    refreshes: u64,
+    failures: u64,
+    generation: u64,
+}
+
+impl CacheStats {
+    /// Refresh attempts started (each call of the refresher).
+    pub fn attempts(&self) -> u64 {
+        self.attempts
+    }
+
+    /// Refreshes whose pair was installed.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes
+    }
+
+    /// Attempts that failed, transiently or for good.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// The generation of the current pair: 0 for the first, one more for each pair installed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
