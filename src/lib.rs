@@ -7,21 +7,26 @@
 
 mod api;
 mod basic;
+mod bearer;
 mod cache;
 mod credentials;
 mod error;
 #[cfg(feature = "https")]
-mod refresher;
+mod https;
 #[cfg(feature = "test-util")]
 mod mock;
 #[cfg(feature = "https")]
-mod https;
+mod refresher;
 mod secret;
 mod space;
 mod target;
 
 pub use api::ApiError;
 pub use basic::{BasicAuth, BasicAuthLayer};
+pub use bearer::{
+    BearerAuth, BearerAuthLayer, DEFAULT_REPLAY_LIMIT, ReplayBody, ReplaySkipped,
+    ResponseFuture as BearerResponseFuture,
+};
 pub use cache::{
     CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader, TokenPair,
 };

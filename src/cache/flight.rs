@@ -87,7 +87,10 @@ type Waiter = watch::Receiver<Option<Outcome>>;
 /// What the one refresh of a cache is doing.
 enum Flight {
     Idle,
-    Running { id: u64, done: Waiter },
+    Running {
+        id: u64,
+        done: Waiter,
+    },
     /// The last attempt failed transiently; the task sleeps before the next one.
     Backoff {
         id: u64,
@@ -148,12 +151,18 @@ impl Shared {
 
     pub(crate) fn state_for(&self, pair: TokenPair) -> State {
         let margins = self.refresher.as_ref().map(|_| self.settings.margins);
-        State::new(pair, self.generations.fetch_add(1, Ordering::Relaxed), margins)
+        State::new(
+            pair,
+            self.generations.fetch_add(1, Ordering::Relaxed),
+            margins,
+        )
     }
 
     fn flight(&self) -> MutexGuard<'_, Flight> {
         // The lock is never held across a panic point that leaves `Flight` half-written.
-        self.flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Replaces the flight status, but only while it still belongs to the task `id`.
@@ -184,7 +193,8 @@ impl Shared {
     }
 
     fn start(self: &Arc<Self>, base: &Arc<State>, flight: &mut Flight) -> Result<Waiter, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|e| Error::new(Kind::NoRuntime).with_source(e))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| Error::new(Kind::NoRuntime).with_source(e))?;
         let id = self.flight_ids.fetch_add(1, Ordering::Relaxed);
         let (done_tx, done) = watch::channel(None);
         *flight = Flight::Running {
@@ -286,15 +296,23 @@ async fn run(
     };
     let mut failures = 0u32;
     loop {
-        let Some(cache) = shared.upgrade() else { return };
+        let Some(cache) = shared.upgrade() else {
+            return;
+        };
         if cache.current.load().generation != base.generation {
             cache.settle(id, Flight::Idle);
             done.send_replace(Some(Outcome::Done));
             return;
         }
-        let Some(refresher) = cache.refresher.clone() else { return };
+        let Some(refresher) = cache.refresher.clone() else {
+            return;
+        };
         cache.counters.attempts.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(generation = base.generation, attempt = failures + 1, "token refresh started");
+        tracing::debug!(
+            generation = base.generation,
+            attempt = failures + 1,
+            "token refresh started"
+        );
         let result = match tokio::time::timeout(
             cache.settings.attempt_timeout,
             refresher.refresh_boxed(&base.pair),
@@ -370,7 +388,9 @@ async fn run(
 
                 // A fresh channel, so that requests arriving from now on wait for this attempt
                 // and not for the failure they would otherwise see at once.
-                let Some(cache) = shared.upgrade() else { return };
+                let Some(cache) = shared.upgrade() else {
+                    return;
+                };
                 let (next_tx, next_rx) = watch::channel(None);
                 {
                     let mut flight = cache.flight();
@@ -394,7 +414,10 @@ impl fmt::Debug for Shared {
             .field("generation", &current.generation)
             .field("expires_at", &current.pair.expires_at())
             .field("refreshable", &self.refresher.is_some())
-            .field("refreshes", &self.counters.refreshes.load(Ordering::Relaxed))
+            .field(
+                "refreshes",
+                &self.counters.refreshes.load(Ordering::Relaxed),
+            )
             .field("failures", &self.counters.failures.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

@@ -10,5 +10,5 @@ pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};
 pub(crate) use state::State;
-pub(crate) use token_cache::{LocalCache, Ticket};
 pub use token_cache::{CacheStats, TokenCache, TokenCacheBuilder};
+pub(crate) use token_cache::{LocalCache, Ticket};

@@ -118,7 +118,11 @@ impl TokenCache {
     /// Fails with [`Error::is_invalid_input`] if `token` is not an RFC 6750 bearer token.
     pub fn fixed(token: impl Into<String>) -> Result<Self, Error> {
         // Thirty years: far enough to mean "never", near enough not to overflow an Instant.
-        let pair = TokenPair::new(token, Instant::now(), Duration::from_secs(30 * 365 * 86_400))?;
+        let pair = TokenPair::new(
+            token,
+            Instant::now(),
+            Duration::from_secs(30 * 365 * 86_400),
+        )?;
         Ok(Self {
             shared: Arc::new(Shared::new(pair, None, default_settings())),
         })
@@ -133,7 +137,9 @@ impl TokenCache {
     /// for the previous pair is discarded when it completes, and a broken refresh chain is
     /// forgotten. `on_refresh` is not called: the caller already has the pair.
     pub fn install(&self, pair: TokenPair) {
-        self.shared.current.store(Arc::new(self.shared.state_for(pair)));
+        self.shared
+            .current
+            .store(Arc::new(self.shared.state_for(pair)));
         tracing::info!("token pair installed by hand");
     }
 
@@ -148,7 +154,9 @@ impl TokenCache {
             return Err(Error::invalid_input("a fixed-token cache cannot refresh"));
         }
         let generation = self.shared.current.load().generation;
-        let state = Arc::clone(&self.shared).await_token(generation, Need::Newer).await?;
+        let state = Arc::clone(&self.shared)
+            .await_token(generation, Need::Newer)
+            .await?;
         Ok(state.pair.clone())
     }
 
@@ -214,9 +222,8 @@ impl TokenCache {
         &self,
         generation: u64,
     ) -> Option<BoxFuture<'static, Result<Arc<State>, Error>>> {
-        self.is_refreshable().then(|| {
-            Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _
-        })
+        self.is_refreshable()
+            .then(|| Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _)
     }
 
     /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.

@@ -1,0 +1,357 @@
+//! The request body `BearerAuth` sends: the caller's body, recorded so it can be replayed once.
+
+use std::{
+    collections::VecDeque,
+    fmt,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// The request body [`BearerAuth`](crate::BearerAuth) hands to its inner service.
+    ///
+    /// It streams the caller's body unchanged and, when 401-replay is on, keeps the chunks it
+    /// sends (reference-counted `Bytes`, so a `Full<Bytes>` or `String` body is kept without a
+    /// copy) up to the replay limit, so that a request answered 401 can be sent again with a
+    /// fresh token. A body that ends before it starts (`Empty`) needs no recording at all.
+    ///
+    /// Build the inner client for this body type, for example
+    /// `https_client::<ReplayBody<Full<Bytes>>>()`. [`ReplayBody::new`] wraps a body that is not
+    /// recorded, for sending through the same client without the layer.
+    pub struct ReplayBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Streaming {
+            #[pin]
+            body: B,
+            tee: Option<Arc<Mutex<Tee>>>,
+        },
+        Replayed {
+            chunks: VecDeque<Bytes>,
+            trailers: Option<HeaderMap>,
+        },
+    }
+}
+
+/// What was recorded of a body while it streamed.
+#[derive(Debug)]
+pub(crate) struct Tee {
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    trailers: Option<HeaderMap>,
+    status: TeeStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TeeStatus {
+    Recording,
+    Complete,
+    /// Over the limit, or the body failed: the request cannot be replayed.
+    Abandoned,
+}
+
+impl Tee {
+    fn record(&mut self, data: &Bytes) {
+        if self.status != TeeStatus::Recording {
+            return;
+        }
+        self.len = self.len.saturating_add(data.len());
+        if self.len > self.limit {
+            self.abandon();
+        } else if !data.is_empty() {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.status = TeeStatus::Abandoned;
+        self.chunks = Vec::new();
+        self.trailers = None;
+    }
+
+    fn complete(&mut self) {
+        if self.status == TeeStatus::Recording {
+            self.status = TeeStatus::Complete;
+        }
+    }
+}
+
+/// How a request's body can be had again after a 401.
+#[derive(Debug)]
+pub(crate) enum Replay {
+    /// The body was empty: replay with an empty body.
+    Empty,
+    /// The body is being recorded.
+    Recorded(Arc<Mutex<Tee>>),
+    /// Too large, or replay is off.
+    Unavailable,
+}
+
+impl Replay {
+    /// The body to send again, if all of it was recorded.
+    pub(crate) fn body<B>(&self) -> Option<ReplayBody<B>> {
+        let (chunks, trailers) = match self {
+            Replay::Empty => (VecDeque::new(), None),
+            Replay::Recorded(tee) => {
+                let tee = lock(tee);
+                if tee.status != TeeStatus::Complete {
+                    return None;
+                }
+                (tee.chunks.iter().cloned().collect(), tee.trailers.clone())
+            }
+            Replay::Unavailable => return None,
+        };
+        Some(ReplayBody {
+            kind: Kind::Replayed { chunks, trailers },
+        })
+    }
+}
+
+fn lock(tee: &Mutex<Tee>) -> MutexGuard<'_, Tee> {
+    // A panic while holding the lock leaves at worst a half-recorded body, which `status`
+    // already describes.
+    tee.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<B: Body> ReplayBody<B> {
+    /// Wraps `body` without recording it.
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Streaming { body, tee: None },
+        }
+    }
+
+    /// Wraps `body`, recording up to `limit` bytes of it for a replay.
+    pub(crate) fn recording(body: B, limit: usize) -> (Self, Replay) {
+        if body.is_end_stream() {
+            return (Self::new(body), Replay::Empty);
+        }
+        if limit == 0 || body.size_hint().lower() > limit as u64 {
+            return (Self::new(body), Replay::Unavailable);
+        }
+        let tee = Arc::new(Mutex::new(Tee {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            trailers: None,
+            status: TeeStatus::Recording,
+        }));
+        let replay = Replay::Recorded(Arc::clone(&tee));
+        let body = Self {
+            kind: Kind::Streaming {
+                body,
+                tee: Some(tee),
+            },
+        };
+        (body, replay)
+    }
+}
+
+impl<B: Body + Default> Default for ReplayBody<B> {
+    fn default() -> Self {
+        Self::new(B::default())
+    }
+}
+
+impl<B: Body> From<B> for ReplayBody<B> {
+    fn from(body: B) -> Self {
+        Self::new(body)
+    }
+}
+
+impl<B: Body> Body for ReplayBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Streaming { mut body, tee } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let Some(tee) = tee else {
+                    return Poll::Ready(frame.map(|f| f.map(to_bytes)));
+                };
+                let mut tee = lock(tee);
+                match frame {
+                    None => {
+                        tee.complete();
+                        Poll::Ready(None)
+                    }
+                    Some(Ok(frame)) => {
+                        let frame = to_bytes(frame);
+                        if let Some(data) = frame.data_ref() {
+                            tee.record(data);
+                        } else if let Some(trailers) = frame.trailers_ref() {
+                            tee.trailers = Some(trailers.clone());
+                        }
+                        // Clients such as hyper stop polling once the body says it has ended,
+                        // so the end is noted here rather than on the final `None`.
+                        if body.is_end_stream() {
+                            tee.complete();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(error)) => {
+                        tee.abandon();
+                        Poll::Ready(Some(Err(error)))
+                    }
+                }
+            }
+            KindProj::Replayed { chunks, trailers } => {
+                if let Some(chunk) = chunks.pop_front() {
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                } else {
+                    Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Streaming { body, .. } => body.is_end_stream(),
+            Kind::Replayed { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Streaming { body, .. } => body.size_hint(),
+            Kind::Replayed { chunks, .. } => {
+                SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
+            }
+        }
+    }
+}
+
+/// `Bytes` pass through untouched: `copy_to_bytes` on `Bytes` only bumps a reference count.
+fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
+    frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Streaming { tee, .. } => f
+                .debug_struct("ReplayBody")
+                .field("recording", &tee.is_some())
+                .finish_non_exhaustive(),
+            Kind::Replayed { chunks, .. } => f
+                .debug_struct("ReplayBody")
+                .field("replayed_chunks", &chunks.len())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty, Full};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn full_body_is_replayed_byte_for_byte_without_copying() {
+        let data = Bytes::from_static(b"hello replay");
+        let (body, replay) = ReplayBody::recording(Full::new(data.clone()), 64);
+        assert!(
+            replay.body::<Full<Bytes>>().is_none(),
+            "nothing is replayable before it is sent"
+        );
+        let sent = body.collect().await.unwrap().to_bytes();
+        assert_eq!(sent, data);
+        let again = replay
+            .body::<Full<Bytes>>()
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(again, data);
+        assert_eq!(
+            again.as_ptr(),
+            data.as_ptr(),
+            "the replay shares the original buffer"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_body_needs_no_recording() {
+        let (_body, replay) = ReplayBody::recording(Empty::<Bytes>::new(), 64);
+        assert!(matches!(replay, Replay::Empty));
+        assert!(replay.body::<Empty<Bytes>>().unwrap().is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn streaming_body_over_the_limit_is_not_replayable() {
+        let chunked = Chunked::new((0..4).map(|_| Frame::data(Bytes::from(vec![7u8; 40]))));
+        let (body, replay) = ReplayBody::recording(chunked, 100);
+        let sent = body.collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 160);
+        assert!(replay.body::<Empty<Bytes>>().is_none());
+    }
+
+    #[tokio::test]
+    async fn streaming_body_under_the_limit_keeps_chunks_and_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-check", "1".parse().unwrap());
+        let chunked = Chunked::new([
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"cd")),
+            Frame::trailers(trailers.clone()),
+        ]);
+        let (body, replay) = ReplayBody::recording(chunked, 100);
+        body.collect().await.unwrap();
+        let again = replay
+            .body::<Empty<Bytes>>()
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(again.trailers(), Some(&trailers));
+        assert_eq!(again.to_bytes(), "abcd");
+    }
+
+    #[test]
+    fn known_size_over_the_limit_is_not_recorded() {
+        let (body, replay) = ReplayBody::recording(Full::new(Bytes::from(vec![0u8; 10])), 9);
+        assert!(matches!(replay, Replay::Unavailable));
+        assert!(format!("{body:?}").contains("recording: false"));
+    }
+
+    /// A body of unknown length that yields the given frames, like a streaming upload.
+    pub(crate) struct Chunked(VecDeque<Frame<Bytes>>);
+
+    impl Chunked {
+        pub(crate) fn new(frames: impl IntoIterator<Item = Frame<Bytes>>) -> Self {
+            Self(frames.into_iter().collect())
+        }
+    }
+
+    impl Body for Chunked {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The response future of `BearerAuth`.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower::{BoxError, util::Oneshot};
+use tower_service::Service;
+
+use super::{
+    ReplayBody,
+    service::{ReplaySkipped, Saved, authorize},
+};
+use crate::{Error, TokenCache, cache::State as TokenState};
+
+type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send>>;
+
+pin_project! {
+    /// The response future of [`BearerAuth`](crate::BearerAuth).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        // Present when a 401 can lead to a refresh (the token is refreshable).
+        cache: Option<TokenCache>,
+        // Present when the request can be replayed.
+        saved: Option<Saved>,
+        // The service for a delayed first send or for the replay.
+        service: Option<S>,
+        replay_limit: usize,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        // The token is about to expire or has: waiting for the refresh in flight.
+        Waiting { wait: Wait, request: Option<Request<B>> },
+        Sent { #[pin] future: S::Future, generation: u64 },
+        // A 401 came back: waiting for a newer token to replay with.
+        Reauthorizing { wait: Wait, request: Option<Request<ReplayBody<B>>> },
+        Replaying { #[pin] future: Oneshot<S, Request<ReplayBody<B>>> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    pub(crate) fn sent(
+        future: S::Future,
+        generation: u64,
+        saved: Option<Saved>,
+        service: Option<S>,
+        cache: Option<TokenCache>,
+    ) -> Self {
+        Self {
+            state: State::Sent { future, generation },
+            cache,
+            saved,
+            service,
+            replay_limit: 0,
+        }
+    }
+
+    pub(crate) fn waiting(
+        wait: Wait,
+        request: Request<B>,
+        service: S,
+        cache: TokenCache,
+        replay_limit: usize,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                wait,
+                request: Some(request),
+            },
+            cache: Some(cache),
+            saved: None,
+            service: Some(service),
+            replay_limit,
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            cache: None,
+            saved: None,
+            service: None,
+            replay_limit: 0,
+        }
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting { wait, request } => {
+                    let state = ready!(wait.as_mut().poll(cx))?;
+                    let request = request.take().expect("polled after completion");
+                    let (request, saved) = authorize(request, &state, *this.replay_limit);
+                    let service = this.service.as_mut().expect("the ready service is kept");
+                    let future = service.call(request);
+                    *this.saved = saved;
+                    this.state.set(State::Sent {
+                        future,
+                        generation: state.generation,
+                    });
+                }
+                StateProj::Sent { future, generation } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let generation = *generation;
+                    if response.status() != StatusCode::UNAUTHORIZED {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let Some(cache) = this.cache.as_ref() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    let replay = this.saved.take().and_then(|saved| saved.request());
+                    let (Some(request), Some(wait)) =
+                        (replay, cache.after_unauthorized(generation))
+                    else {
+                        cache.refresh_in_background(generation);
+                        let mut response = response;
+                        response.extensions_mut().insert(ReplaySkipped);
+                        return Poll::Ready(Ok(response));
+                    };
+                    tracing::debug!(
+                        generation,
+                        "401 for the current token; replaying once after a refresh"
+                    );
+                    // The 401's body is dropped here, which closes its connection rather than
+                    // leaving it half read in the pool.
+                    drop(response);
+                    this.state.set(State::Reauthorizing {
+                        wait,
+                        request: Some(request),
+                    });
+                }
+                StateProj::Reauthorizing { wait, request } => {
+                    let state = ready!(wait.as_mut().poll(cx))?;
+                    let mut request = request.take().expect("polled after completion");
+                    request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, state.header.clone());
+                    let service = this.service.take().expect("the replay service is kept");
+                    // `Oneshot` drives the clone ready before calling it.
+                    this.state.set(State::Replaying {
+                        future: Oneshot::new(service, request),
+                    });
+                }
+                StateProj::Replaying { future } => {
+                    return Poll::Ready(ready!(future.poll(cx)).map_err(Into::into));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

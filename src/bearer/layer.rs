@@ -1,0 +1,140 @@
+//! `BearerAuthLayer`.
+
+use tower_layer::Layer;
+
+use super::BearerAuth;
+use crate::{Error, Space, TokenCache, target::Target};
+
+/// The default size up to which a request body is kept for a replay after a 401: 64 KiB.
+pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Adds `Authorization: Bearer <token>` to every request, from a [`TokenCache`] that keeps the
+/// token fresh, or from a fixed token.
+///
+/// Per request it costs one pointer comparison to see that the token is current and one
+/// reference-count bump to copy its ready-made, sensitive header value: no lock, no clock read,
+/// no allocation. When the token nears expiry the cache refreshes it (see [`TokenCache`]).
+///
+/// When the server answers 401 to a request sent with the current token, the layer refreshes
+/// the token once, shared with every other request that got a 401 at the same time, and sends
+/// the request once more with the new token; a second 401 is returned to the caller. A 401 for
+/// a token the cache has already replaced is replayed at once with the current one. Bodies are
+/// replayed if they were empty or fit in the [replay limit](Self::replay_limit); a request
+/// whose body cannot be replayed gets its 401 back unchanged, marked with the
+/// [`ReplaySkipped`](crate::ReplaySkipped) extension, and the refresh still runs so the next
+/// request succeeds. 403s and other statuses are never retried. If the refresh itself fails,
+/// the call fails with an [`Error`] that says why
+/// ([`is_reauthentication_needed`](Error::is_reauthentication_needed) or
+/// [`is_refresh_failed`](Error::is_refresh_failed)).
+///
+/// The inner service receives [`ReplayBody<B>`](crate::ReplayBody) bodies and must be `Clone`
+/// (hyper-util's client, `Buffer` and most tower services are). Credentials only go over
+/// `https`, or plain `http` to loopback, and can be restricted to one space with
+/// [`for_space`](Self::for_space). Put this layer outside `FollowRedirectLayer` so that
+/// cross-origin redirects lose the token.
+///
+/// # Example
+///
+/// ```
+/// use std::{convert::Infallible, time::Duration};
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+/// use http_body_util::Full;
+/// use signalwire_auth::{BearerAuthLayer, RefreshError, ReplayBody, TokenCache, TokenPair};
+/// use tokio::time::Instant;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// let first = TokenPair::new("first", Instant::now(), Duration::from_secs(3600))?;
+/// let cache = TokenCache::new(first, |_old: TokenPair| async move {
+///     TokenPair::new("second", Instant::now(), Duration::from_secs(3600))
+///         .map_err(RefreshError::terminal)
+/// });
+///
+/// // A server that only accepts the second token.
+/// let server = service_fn(|req: Request<ReplayBody<Full<Bytes>>>| async move {
+///     let status = if req.headers()[AUTHORIZATION] == "Bearer second" {
+///         StatusCode::OK
+///     } else {
+///         StatusCode::UNAUTHORIZED
+///     };
+///     Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+/// });
+/// let client = ServiceBuilder::new()
+///     .layer(BearerAuthLayer::new(cache.clone()))
+///     .service(server);
+///
+/// let req = Request::post("https://example.signalwire.com/api/fabric/addresses")
+///     .body(Full::new(Bytes::from_static(b"{}")))?;
+/// // Sent with "first", refused, refreshed once, replayed with "second".
+/// let response = client.oneshot(req).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// assert_eq!(cache.stats().refreshes(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BearerAuthLayer {
+    cache: TokenCache,
+    target: Target,
+    replay_limit: usize,
+}
+
+impl BearerAuthLayer {
+    /// Authenticates with the token of `cache`, refreshing it as needed.
+    pub fn new(cache: TokenCache) -> Self {
+        Self {
+            cache,
+            target: Target::default(),
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+        }
+    }
+
+    /// Authenticates with a token that is never refreshed (a guest token, any bearer).
+    ///
+    /// Fails with [`Error::is_invalid_input`] if `token` is not an RFC 6750 bearer token.
+    pub fn from_token(token: impl Into<String>) -> Result<Self, Error> {
+        Ok(Self::new(TokenCache::fixed(token)?))
+    }
+
+    /// Keeps request bodies up to `bytes` long for a replay after a 401 (default
+    /// [`DEFAULT_REPLAY_LIMIT`]). `0` turns replay off: the layer then copies nothing per
+    /// request, and a 401 only starts a refresh for the requests that follow.
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.replay_limit = bytes;
+        self
+    }
+
+    /// Only attaches the token to requests for `space`'s host and port (plus any
+    /// [`allow_host`](Self::allow_host)); requests elsewhere are refused.
+    pub fn for_space(mut self, space: &Space) -> Self {
+        self.target = self.target.restrict_to(space);
+        self
+    }
+
+    /// Also allows `host` (any port); on its own, restricts the layer to `host`.
+    pub fn allow_host(mut self, host: &str) -> Self {
+        self.target = self.target.allow_host(host);
+        self
+    }
+
+    /// Allows plain `http` to any host. Only for networks you trust.
+    pub fn allow_plain_http(mut self) -> Self {
+        self.target = self.target.allow_plain_http();
+        self
+    }
+}
+
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerAuth::new(
+            inner,
+            self.cache.clone(),
+            self.target.clone(),
+            self.replay_limit,
+        )
+    }
+}

@@ -1,0 +1,11 @@
+//! Bearer authentication from a [`TokenCache`](crate::TokenCache), with refresh and replay.
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+pub use body::ReplayBody;
+pub use future::ResponseFuture;
+pub use layer::{BearerAuthLayer, DEFAULT_REPLAY_LIMIT};
+pub use service::{BearerAuth, ReplaySkipped};

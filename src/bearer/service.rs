@@ -1,0 +1,196 @@
+//! `BearerAuth`.
+
+use std::{
+    fmt,
+    task::{Context, Poll},
+};
+
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version, header::AUTHORIZATION};
+use http_body::Body;
+use tower::BoxError;
+use tower_service::Service;
+
+use super::{
+    ResponseFuture,
+    body::{Replay, ReplayBody},
+};
+use crate::{
+    TokenCache,
+    cache::{LocalCache, State, Ticket},
+    target::Target,
+};
+
+/// The service built by [`BearerAuthLayer`](crate::BearerAuthLayer).
+pub struct BearerAuth<S> {
+    inner: S,
+    cache: TokenCache,
+    /// This clone's view of the current state: revalidated with one relaxed pointer load.
+    local: LocalCache,
+    target: Target,
+    replay_limit: usize,
+}
+
+/// Marks a 401 response that [`BearerAuth`] passed back without replaying its request,
+/// because the request body could not be replayed (streamed past the replay limit, or replay
+/// is off). The token was refreshed all the same: sending the request again will use the new
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplaySkipped;
+
+impl<S> BearerAuth<S> {
+    pub(crate) fn new(inner: S, cache: TokenCache, target: Target, replay_limit: usize) -> Self {
+        Self {
+            inner,
+            local: cache.local(),
+            cache,
+            target,
+            replay_limit,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The cache the tokens come from.
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.cache
+    }
+}
+
+impl<S: Clone> Clone for BearerAuth<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cache: self.cache.clone(),
+            local: self.local.clone(),
+            target: self.target.clone(),
+            replay_limit: self.replay_limit,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("inner", &self.inner)
+            .field("cache", &self.cache)
+            .field("target", &self.target)
+            .field("replay_limit", &self.replay_limit)
+            .finish()
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for BearerAuth<S>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if let Err(error) = self.target.check(request.uri()) {
+            return ResponseFuture::failed(error.into());
+        }
+        let replay_limit = if self.cache.is_refreshable() {
+            self.replay_limit
+        } else {
+            0
+        };
+        let state = self.local.load();
+        match self.cache.ticket(state) {
+            Ticket::Ready => {
+                let (request, saved) = authorize(request, state, replay_limit);
+                let generation = state.generation;
+                // Only a replayable request needs a service of its own for the second send.
+                let spare = saved.as_ref().map(|_| self.inner.clone());
+                let future = self.inner.call(request);
+                let cache = self.cache.is_refreshable().then(|| self.cache.clone());
+                ResponseFuture::sent(future, generation, saved, spare, cache)
+            }
+            Ticket::Wait(wait) => {
+                // `self.inner` was driven ready for this request: it goes with the request, and
+                // a clone stays behind for the next `poll_ready`.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(wait, request, ready, self.cache.clone(), replay_limit)
+            }
+            Ticket::Failed(error) => ResponseFuture::failed(error.into()),
+        }
+    }
+}
+
+/// A request's parts, kept so it can be sent again after a 401.
+pub(crate) struct Saved {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    extensions: Extensions,
+    replay: Replay,
+}
+
+impl Saved {
+    /// The request to send again, without its `Authorization`; `None` if the body was not
+    /// recorded in full.
+    pub(crate) fn request<B>(&self) -> Option<Request<ReplayBody<B>>> {
+        let mut request = Request::new(self.replay.body()?);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        *request.extensions_mut() = self.extensions.clone();
+        Some(request)
+    }
+}
+
+/// Wraps the body, keeps what a replay needs (when `replay_limit` allows), and sets the header.
+pub(crate) fn authorize<B: Body>(
+    request: Request<B>,
+    state: &State,
+    replay_limit: usize,
+) -> (Request<ReplayBody<B>>, Option<Saved>) {
+    let (mut request, saved) = if replay_limit == 0 {
+        (request.map(ReplayBody::new), None)
+    } else {
+        let (parts, body) = request.into_parts();
+        let (body, replay) = ReplayBody::recording(body, replay_limit);
+        let saved = match replay {
+            Replay::Unavailable => None,
+            replay => Some(Saved {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+                extensions: parts.extensions.clone(),
+                replay,
+            }),
+        };
+        (Request::from_parts(parts, body), saved)
+    };
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, state.header.clone());
+    (request, saved)
+}
