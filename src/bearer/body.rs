@@ -19,7 +19,9 @@ pin_project! {
     /// It streams the caller's body unchanged and, when 401-replay is on, keeps the chunks it
     /// sends (reference-counted `Bytes`, so a `Full<Bytes>` or `String` body is kept without a
     /// copy) up to the replay limit, so that a request answered 401 can be sent again with a
-    /// fresh token. A body that ends before it starts (`Empty`) needs no recording at all.
+    /// fresh token. If the inner service drops the body before reading all of it (a server that
+    /// answers 401 at once), the replay sends what was read and then the rest of the original.
+    /// A body that ends before it starts (`Empty`) needs no recording at all.
     ///
     /// Build the inner client for this body type, for example
     /// `https_client::<ReplayBody<Full<Bytes>>>()`. [`ReplayBody::new`] wraps a body that is not
@@ -33,26 +35,47 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Streaming {
+        Plain {
             #[pin]
             body: B,
-            tee: Option<Arc<Mutex<Tee>>>,
+        },
+        Recording {
+            lease: Lease<B>,
         },
         Replayed {
             chunks: VecDeque<Bytes>,
             trailers: Option<HeaderMap>,
+            // What the first send left unread, if it stopped early.
+            rest: Option<Pin<Box<B>>>,
         },
     }
 }
 
+/// The original body, on loan to the first send; returned to the [`Tee`] if dropped unfinished.
+struct Lease<B> {
+    body: Option<Pin<Box<B>>>,
+    tee: Arc<Mutex<Tee<B>>>,
+}
+
+impl<B> Drop for Lease<B> {
+    fn drop(&mut self) {
+        if let Some(body) = self.body.take() {
+            let mut tee = lock(&self.tee);
+            if tee.status == TeeStatus::Recording {
+                tee.rest = Some(body);
+            }
+        }
+    }
+}
+
 /// What was recorded of a body while it streamed.
-#[derive(Debug)]
-pub(crate) struct Tee {
+pub(crate) struct Tee<B> {
     chunks: Vec<Bytes>,
     len: usize,
     limit: usize,
     trailers: Option<HeaderMap>,
     status: TeeStatus,
+    rest: Option<Pin<Box<B>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +86,7 @@ enum TeeStatus {
     Abandoned,
 }
 
-impl Tee {
+impl<B> Tee<B> {
     fn record(&mut self, data: &Bytes) {
         if self.status != TeeStatus::Recording {
             return;
@@ -90,37 +113,50 @@ impl Tee {
 }
 
 /// How a request's body can be had again after a 401.
-#[derive(Debug)]
-pub(crate) enum Replay {
+pub(crate) enum Replay<B> {
     /// The body was empty: replay with an empty body.
     Empty,
     /// The body is being recorded.
-    Recorded(Arc<Mutex<Tee>>),
+    Recorded(Arc<Mutex<Tee<B>>>),
     /// Too large, or replay is off.
     Unavailable,
 }
 
-impl Replay {
-    /// The body to send again, if all of it was recorded.
-    pub(crate) fn body<B>(&self) -> Option<ReplayBody<B>> {
-        let (chunks, trailers) = match self {
-            Replay::Empty => (VecDeque::new(), None),
+impl<B> Replay<B> {
+    /// The body to send again: all of it was recorded, or what was not is still unread in the
+    /// original. `None` otherwise, and for a second call.
+    pub(crate) fn body(&self) -> Option<ReplayBody<B>> {
+        let (chunks, trailers, rest) = match self {
+            Replay::Empty => (VecDeque::new(), None, None),
             Replay::Recorded(tee) => {
-                let tee = lock(tee);
-                if tee.status != TeeStatus::Complete {
-                    return None;
+                let mut tee = lock(tee);
+                match tee.status {
+                    TeeStatus::Complete => {}
+                    TeeStatus::Recording if tee.rest.is_some() => {}
+                    _ => return None,
                 }
-                (tee.chunks.iter().cloned().collect(), tee.trailers.clone())
+                let rest = tee.rest.take();
+                // The replay is the last use of the recording.
+                tee.status = TeeStatus::Abandoned;
+                (
+                    std::mem::take(&mut tee.chunks).into(),
+                    tee.trailers.take(),
+                    rest,
+                )
             }
             Replay::Unavailable => return None,
         };
         Some(ReplayBody {
-            kind: Kind::Replayed { chunks, trailers },
+            kind: Kind::Replayed {
+                chunks,
+                trailers,
+                rest,
+            },
         })
     }
 }
 
-fn lock(tee: &Mutex<Tee>) -> MutexGuard<'_, Tee> {
+fn lock<B>(tee: &Mutex<Tee<B>>) -> MutexGuard<'_, Tee<B>> {
     // A panic while holding the lock leaves at worst a half-recorded body, which `status`
     // already describes.
     tee.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -130,12 +166,12 @@ impl<B: Body> ReplayBody<B> {
     /// Wraps `body` without recording it.
     pub fn new(body: B) -> Self {
         Self {
-            kind: Kind::Streaming { body, tee: None },
+            kind: Kind::Plain { body },
         }
     }
 
     /// Wraps `body`, recording up to `limit` bytes of it for a replay.
-    pub(crate) fn recording(body: B, limit: usize) -> (Self, Replay) {
+    pub(crate) fn recording(body: B, limit: usize) -> (Self, Replay<B>) {
         if body.is_end_stream() {
             return (Self::new(body), Replay::Empty);
         }
@@ -148,13 +184,15 @@ impl<B: Body> ReplayBody<B> {
             limit,
             trailers: None,
             status: TeeStatus::Recording,
+            rest: None,
         }));
         let replay = Replay::Recorded(Arc::clone(&tee));
+        let lease = Lease {
+            body: Some(Box::pin(body)),
+            tee,
+        };
         let body = Self {
-            kind: Kind::Streaming {
-                body,
-                tee: Some(tee),
-            },
+            kind: Kind::Recording { lease },
         };
         (body, replay)
     }
@@ -181,16 +219,19 @@ impl<B: Body> Body for ReplayBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Streaming { mut body, tee } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
-                let Some(tee) = tee else {
-                    return Poll::Ready(frame.map(|f| f.map(to_bytes)));
+            KindProj::Plain { body } => {
+                Poll::Ready(ready!(body.poll_frame(cx)).map(|frame| frame.map(to_bytes)))
+            }
+            KindProj::Recording { lease } => {
+                let Some(body) = lease.body.as_mut() else {
+                    return Poll::Ready(None);
                 };
-                let mut tee = lock(tee);
-                match frame {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let mut tee = lock(&lease.tee);
+                let frame = match frame {
                     None => {
                         tee.complete();
-                        Poll::Ready(None)
+                        None
                     }
                     Some(Ok(frame)) => {
                         let frame = to_bytes(frame);
@@ -200,40 +241,81 @@ impl<B: Body> Body for ReplayBody<B> {
                             tee.trailers = Some(trailers.clone());
                         }
                         // Clients such as hyper stop polling once the body says it has ended,
-                        // so the end is noted here rather than on the final `None`.
+                        // so the end is noted here rather than on a final `None`.
                         if body.is_end_stream() {
                             tee.complete();
                         }
-                        Poll::Ready(Some(Ok(frame)))
+                        Some(Ok(frame))
                     }
                     Some(Err(error)) => {
                         tee.abandon();
-                        Poll::Ready(Some(Err(error)))
+                        Some(Err(error))
+                    }
+                };
+                if tee.status != TeeStatus::Recording {
+                    drop(tee);
+                    // Finished or abandoned: nothing to hand back on drop.
+                    if frame.is_none() {
+                        lease.body = None;
                     }
                 }
+                Poll::Ready(frame)
             }
-            KindProj::Replayed { chunks, trailers } => {
+            KindProj::Replayed {
+                chunks,
+                trailers,
+                rest,
+            } => {
                 if let Some(chunk) = chunks.pop_front() {
-                    Poll::Ready(Some(Ok(Frame::data(chunk))))
-                } else {
-                    Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
+                if let Some(body) = rest.as_mut() {
+                    return Poll::Ready(
+                        ready!(body.as_mut().poll_frame(cx)).map(|frame| frame.map(to_bytes)),
+                    );
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Streaming { body, .. } => body.is_end_stream(),
-            Kind::Replayed { chunks, trailers } => chunks.is_empty() && trailers.is_none(),
+            Kind::Plain { body } => body.is_end_stream(),
+            Kind::Recording { lease } => lease.body.as_ref().is_none_or(|b| b.is_end_stream()),
+            Kind::Replayed {
+                chunks,
+                trailers,
+                rest,
+            } => {
+                chunks.is_empty()
+                    && trailers.is_none()
+                    && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Streaming { body, .. } => body.size_hint(),
-            Kind::Replayed { chunks, .. } => {
-                SizeHint::with_exact(chunks.iter().map(|c| c.len() as u64).sum())
+            Kind::Plain { body } => body.size_hint(),
+            Kind::Recording { lease } => lease
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            Kind::Replayed { chunks, rest, .. } => {
+                let buffered: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+                match rest {
+                    None => SizeHint::with_exact(buffered),
+                    Some(rest) => {
+                        let rest = rest.size_hint();
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(buffered.saturating_add(rest.lower()));
+                        if let Some(upper) = rest.upper() {
+                            hint.set_upper(buffered.saturating_add(upper));
+                        }
+                        hint
+                    }
+                }
             }
         }
     }
@@ -246,16 +328,14 @@ fn to_bytes<D: Buf>(frame: Frame<D>) -> Frame<Bytes> {
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Streaming { tee, .. } => f
-                .debug_struct("ReplayBody")
-                .field("recording", &tee.is_some())
-                .finish_non_exhaustive(),
-            Kind::Replayed { chunks, .. } => f
-                .debug_struct("ReplayBody")
-                .field("replayed_chunks", &chunks.len())
-                .finish_non_exhaustive(),
-        }
+        let kind = match &self.kind {
+            Kind::Plain { .. } => "plain",
+            Kind::Recording { .. } => "recording",
+            Kind::Replayed { .. } => "replay",
+        };
+        f.debug_struct("ReplayBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -270,13 +350,13 @@ mod tests {
         let data = Bytes::from_static(b"hello replay");
         let (body, replay) = ReplayBody::recording(Full::new(data.clone()), 64);
         assert!(
-            replay.body::<Full<Bytes>>().is_none(),
+            replay.body().is_none(),
             "nothing is replayable before it is sent"
         );
         let sent = body.collect().await.unwrap().to_bytes();
         assert_eq!(sent, data);
         let again = replay
-            .body::<Full<Bytes>>()
+            .body()
             .unwrap()
             .collect()
             .await
@@ -294,7 +374,7 @@ mod tests {
     async fn empty_body_needs_no_recording() {
         let (_body, replay) = ReplayBody::recording(Empty::<Bytes>::new(), 64);
         assert!(matches!(replay, Replay::Empty));
-        assert!(replay.body::<Empty<Bytes>>().unwrap().is_end_stream());
+        assert!(replay.body().unwrap().is_end_stream());
     }
 
     #[tokio::test]
@@ -303,7 +383,7 @@ mod tests {
         let (body, replay) = ReplayBody::recording(chunked, 100);
         let sent = body.collect().await.unwrap().to_bytes();
         assert_eq!(sent.len(), 160);
-        assert!(replay.body::<Empty<Bytes>>().is_none());
+        assert!(replay.body().is_none());
     }
 
     #[tokio::test]
@@ -318,7 +398,7 @@ mod tests {
         let (body, replay) = ReplayBody::recording(chunked, 100);
         body.collect().await.unwrap();
         let again = replay
-            .body::<Empty<Bytes>>()
+            .body()
             .unwrap()
             .collect()
             .await
@@ -327,11 +407,43 @@ mod tests {
         assert_eq!(again.to_bytes(), "abcd");
     }
 
+    #[tokio::test]
+    async fn body_dropped_unread_is_replayed_from_the_original() {
+        let (body, replay) = ReplayBody::recording(
+            Chunked::new([
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::data(Bytes::from_static(b"cd")),
+            ]),
+            100,
+        );
+        let mut body = Box::pin(body);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "ab");
+        drop(body);
+        let again = replay.body().unwrap().collect().await.unwrap().to_bytes();
+        assert_eq!(again, "abcd");
+        assert!(replay.body().is_none(), "a body is replayed once");
+    }
+
+    #[tokio::test]
+    async fn body_still_in_use_is_not_replayable() {
+        let (body, replay) = ReplayBody::recording(
+            Chunked::new([
+                Frame::data(Bytes::from_static(b"ab")),
+                Frame::data(Bytes::from_static(b"cd")),
+            ]),
+            100,
+        );
+        let mut body = Box::pin(body);
+        body.frame().await.unwrap().unwrap();
+        assert!(replay.body().is_none());
+    }
+
     #[test]
     fn known_size_over_the_limit_is_not_recorded() {
         let (body, replay) = ReplayBody::recording(Full::new(Bytes::from(vec![0u8; 10])), 9);
         assert!(matches!(replay, Replay::Unavailable));
-        assert!(format!("{body:?}").contains("recording: false"));
+        assert!(format!("{body:?}").contains("plain"));
     }
 
     /// A body of unknown length that yields the given frames, like a streaming upload.

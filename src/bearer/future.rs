@@ -33,7 +33,7 @@ pin_project! {
         // Present when a 401 can lead to a refresh (the token is refreshable).
         cache: Option<TokenCache>,
         // Present when the request can be replayed.
-        saved: Option<Saved>,
+        saved: Option<Saved<B>>,
         // The service for a delayed first send or for the replay.
         service: Option<S>,
         replay_limit: usize,
@@ -63,7 +63,7 @@ where
     pub(crate) fn sent(
         future: S::Future,
         generation: u64,
-        saved: Option<Saved>,
+        saved: Option<Saved<B>>,
         service: Option<S>,
         cache: Option<TokenCache>,
     ) -> Self {

@@ -142,19 +142,19 @@ where
 }
 
 /// A request's parts, kept so it can be sent again after a 401.
-pub(crate) struct Saved {
+pub(crate) struct Saved<B> {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
     extensions: Extensions,
-    replay: Replay,
+    replay: Replay<B>,
 }
 
-impl Saved {
+impl<B> Saved<B> {
     /// The request to send again, without its `Authorization`; `None` if the body was not
     /// recorded in full.
-    pub(crate) fn request<B>(&self) -> Option<Request<ReplayBody<B>>> {
+    pub(crate) fn request(&self) -> Option<Request<ReplayBody<B>>> {
         let mut request = Request::new(self.replay.body()?);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
@@ -170,7 +170,7 @@ pub(crate) fn authorize<B: Body>(
     request: Request<B>,
     state: &State,
     replay_limit: usize,
-) -> (Request<ReplayBody<B>>, Option<Saved>) {
+) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
     let (mut request, saved) = if replay_limit == 0 {
         (request.map(ReplayBody::new), None)
     } else {
