@@ -1,4 +1,5 @@
-//! Basic authentication with a Project ID and API token.
+//! Basic authentication with a Project ID and API token: [`BasicAuthLayer`], [`BasicAuth`] and
+//! its [`ResponseFuture`].
 
 use std::{
     fmt,

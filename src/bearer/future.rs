@@ -167,6 +167,9 @@ where
                         .headers_mut()
                         .insert(AUTHORIZATION, state.header.clone());
                     let service = this.service.take().expect("the replay service is kept");
+                    if let Some(cache) = this.cache.as_ref() {
+                        cache.note_replay();
+                    }
                     // `Oneshot` drives the clone ready before calling it.
                     this.state.set(State::Replaying {
                         future: Oneshot::new(service, request),

@@ -1,4 +1,6 @@
-//! Bearer authentication from a [`TokenCache`](crate::TokenCache), with refresh and replay.
+//! Bearer authentication from a [`TokenCache`](crate::TokenCache), with refresh and replay:
+//! [`BearerAuthLayer`], [`BearerAuth`], its [`ResponseFuture`], and the [`ReplayBody`] its inner
+//! service receives.
 
 mod body;
 mod future;

@@ -109,6 +109,7 @@ pub(crate) struct Counters {
     pub(crate) attempts: AtomicU64,
     pub(crate) refreshes: AtomicU64,
     pub(crate) failures: AtomicU64,
+    pub(crate) replays: AtomicU64,
 }
 
 /// Everything a cache handle points to.

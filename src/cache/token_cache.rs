@@ -167,6 +167,7 @@ impl TokenCache {
             attempts: counters.attempts.load(Ordering::Relaxed),
             refreshes: counters.refreshes.load(Ordering::Relaxed),
             failures: counters.failures.load(Ordering::Relaxed),
+            replays: counters.replays.load(Ordering::Relaxed),
             generation: self.shared.current.load().generation,
         }
     }
@@ -224,6 +225,10 @@ impl TokenCache {
     ) -> Option<BoxFuture<'static, Result<Arc<State>, Error>>> {
         self.is_refreshable()
             .then(|| Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _)
+    }
+
+    pub(crate) fn note_replay(&self) {
+        self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
     }
 
     /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.
@@ -364,6 +369,7 @@ pub struct CacheStats {
     attempts: u64,
     refreshes: u64,
     failures: u64,
+    replays: u64,
     generation: u64,
 }
 
@@ -381,6 +387,11 @@ impl CacheStats {
     /// Attempts that failed, transiently or for good.
     pub fn failures(&self) -> u64 {
         self.failures
+    }
+
+    /// Requests that [`BearerAuth`](crate::BearerAuth) sent a second time after a 401.
+    pub fn replays(&self) -> u64 {
+        self.replays
     }
 
     /// The generation of the current pair: 0 for the first, one more for each pair installed.
