@@ -11,11 +11,11 @@ mod cache;
 mod credentials;
 mod error;
 #[cfg(feature = "https")]
-mod refresher;
-#[cfg(feature = "test-util")]
-mod mock;
-#[cfg(feature = "https")]
 mod https;
+#[cfg(feature = "test-util")]
+pub mod mock;
+#[cfg(feature = "https")]
+mod refresher;
 mod secret;
 mod space;
 mod target;
@@ -27,4 +27,6 @@ pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
 #[cfg(feature = "https")]
 pub use https::{HttpsClient, https_client};
+#[cfg(feature = "test-util")]
+pub use mock::MockSpace;
 pub use space::{SPACE_ENV, Space};
