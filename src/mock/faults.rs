@@ -96,10 +96,12 @@ pub enum Fault {
     /// Answer with the endpoint's success status and a body that is not JSON
     /// (`content-type: text/html`), as a misconfigured proxy would.
     Garbage,
-    /// Close the connection without answering, before handling the request.
+    /// Close the connection without answering, before handling the request. Over HTTP/2 this
+    /// also cuts the other requests in flight on the same connection, as a real drop would.
     Drop,
     /// Handle the request (a refresh spends the presented refresh token and mints new ones),
-    /// then close the connection without answering: the answer is lost on the way back.
+    /// then close the connection without answering, as [`Fault::Drop`] does: the answer is
+    /// lost on the way back.
     LoseAnswer,
 }
 

@@ -15,7 +15,7 @@ use hyper_util::{rt::TokioIo, server::conn::auto};
 use rustls::RootCertStore;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::{Notify, watch},
     task::JoinHandle,
     time::Instant,
@@ -30,6 +30,9 @@ use super::{
     tokens::{Entropy, Profile},
 };
 use crate::{Credentials, HttpsClient, Space, TokenPair};
+
+/// How many connections may wait to be accepted (the kernel may cap it lower).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// The longest lifetime the builder keeps; longer ones are cut to it, so that no deadline can
 /// overflow an `Instant`.
@@ -59,7 +62,7 @@ impl MockSpace {
     ///
     /// # Panics
     ///
-    /// Outside a Tokio runtime, like [`tokio::net::TcpListener::bind`].
+    /// Outside a Tokio runtime, like [`tokio::net::TcpSocket::listen`].
     pub async fn start() -> io::Result<MockSpace> {
         Self::builder().start().await
     }
@@ -69,7 +72,7 @@ impl MockSpace {
     ///
     /// # Panics
     ///
-    /// Outside a Tokio runtime, like [`tokio::net::TcpListener::bind`].
+    /// Outside a Tokio runtime, like [`tokio::net::TcpSocket::listen`].
     pub async fn start_tls() -> io::Result<MockSpace> {
         Self::builder().tls(true).start().await
     }
@@ -238,9 +241,13 @@ impl MockSpaceBuilder {
     ///
     /// # Panics
     ///
-    /// Outside a Tokio runtime, like [`tokio::net::TcpListener::bind`].
+    /// Outside a Tokio runtime, like [`tokio::net::TcpSocket::listen`].
     pub async fn start(self) -> io::Result<MockSpace> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        // A deep backlog, so that a storm of new connections from a test waits in the kernel
+        // rather than failing to connect.
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let (url, acceptor, roots) = if self.tls {
             let tls = tls::generate()?;

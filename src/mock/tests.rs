@@ -1372,6 +1372,15 @@ async fn plain_http_speaks_http1() {
     );
 }
 
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<MockSpace>();
+    assert_send_sync::<super::MockSpaceBuilder>();
+    assert_send_sync::<MockEndpoint>();
+    assert_send_sync::<Fault>();
+}
+
 #[tokio::test]
 async fn debug_shows_no_secret() {
     let mock = MockSpace::start().await.unwrap();
