@@ -124,31 +124,37 @@ fn authorize(
     }
 }
 
+/// A token endpoint, given the request's JSON object.
+type TokenHandler = fn(&Shared, &Map<String, Value>, Instant) -> Result<Reply, ErrorReply>;
+
 async fn handle(shared: &Shared, endpoint: MockEndpoint, request: Request<Incoming>) -> Reply {
     // Lifetimes count from the instant the request is handled, after any injected delay.
     let now = Instant::now();
     let (parts, body) = request.into_parts();
-    if let Err(reply) = authorize(shared, endpoint, &parts, now) {
-        return reply.into_reply();
-    }
-    let result = match endpoint {
-        MockEndpoint::ListAddresses => list_addresses(shared, &parts),
-        MockEndpoint::ListSubscribers => list_subscribers(shared, &parts),
-        _ => match json_object(&parts.headers, body).await {
-            Err(reply) => Err(reply),
-            Ok(map) => match endpoint {
-                MockEndpoint::CreateSubscriberToken => create_subscriber_token(shared, &map, now),
-                MockEndpoint::RefreshSubscriberToken => refresh_subscriber_token(shared, &map, now),
-                MockEndpoint::CreateGuestToken => create_guest_token(shared, &map, now),
-                MockEndpoint::CreateInviteToken => create_invite_token(shared, &map, now),
-                MockEndpoint::CreateEmbedToken => create_embed_token(shared, &map, now),
-                MockEndpoint::ListAddresses | MockEndpoint::ListSubscribers => {
-                    Err(reply::not_found().into())
-                }
-            },
-        },
+    respond(shared, endpoint, &parts, body, now)
+        .await
+        .unwrap_or_else(ErrorReply::into_reply)
+}
+
+async fn respond(
+    shared: &Shared,
+    endpoint: MockEndpoint,
+    parts: &Parts,
+    body: Incoming,
+    now: Instant,
+) -> Result<Reply, ErrorReply> {
+    authorize(shared, endpoint, parts, now)?;
+    let handler: TokenHandler = match endpoint {
+        MockEndpoint::ListAddresses => return list_addresses(shared, parts),
+        MockEndpoint::ListSubscribers => return list_subscribers(shared, parts),
+        MockEndpoint::CreateSubscriberToken => create_subscriber_token,
+        MockEndpoint::RefreshSubscriberToken => refresh_subscriber_token,
+        MockEndpoint::CreateGuestToken => create_guest_token,
+        MockEndpoint::CreateInviteToken => create_invite_token,
+        MockEndpoint::CreateEmbedToken => create_embed_token,
     };
-    result.unwrap_or_else(ErrorReply::into_reply)
+    let map = json_object(&parts.headers, body).await?;
+    handler(shared, &map, now)
 }
 
 /// The value of a required field once [`Fields::finish`] found no problem; a 422 otherwise, so
