@@ -11,11 +11,11 @@ mod cache;
 mod credentials;
 mod error;
 #[cfg(feature = "https")]
-mod https;
+mod refresher;
 #[cfg(feature = "test-util")]
 pub mod mock;
 #[cfg(feature = "https")]
-mod refresher;
+mod https;
 mod secret;
 mod space;
 mod target;
