@@ -92,7 +92,7 @@ mod error;
 #[cfg(feature = "https")]
 mod https;
 #[cfg(feature = "test-util")]
-mod mock;
+pub mod mock;
 #[cfg(feature = "https")]
 mod refresher;
 mod secret;
@@ -109,4 +109,6 @@ pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
 #[cfg(feature = "https")]
 pub use https::{HttpsClient, https_client};
+#[cfg(feature = "test-util")]
+pub use mock::MockSpace;
 pub use space::{SPACE_ENV, Space};
