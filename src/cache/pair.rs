@@ -58,7 +58,7 @@ impl TokenPair {
         Ok(Self {
             access,
             issued_at,
-            expires_at: issued_at + lifetime,
+            expires_at: expiry(issued_at, lifetime)?,
             refresh: None,
         })
     }
@@ -72,7 +72,7 @@ impl TokenPair {
     ) -> Result<Self, Error> {
         let refresh = Secret::new(refresh_token.into());
         check_token("refresh token", refresh.expose())?;
-        self.refresh = Some((refresh, self.issued_at + lifetime));
+        self.refresh = Some((refresh, expiry(self.issued_at, lifetime)?));
         Ok(self)
     }
 
@@ -131,6 +131,13 @@ impl fmt::Debug for TokenPair {
             .field("refresh_expires_at", &self.refresh_expires_at())
             .finish()
     }
+}
+
+/// `issued_at + lifetime`, refusing a lifetime no `Instant` can hold (a far-future `expire_at`).
+fn expiry(issued_at: Instant, lifetime: Duration) -> Result<Instant, Error> {
+    issued_at.checked_add(lifetime).ok_or_else(|| {
+        Error::invalid_input(format!("token lifetime {lifetime:?} is too long to track"))
+    })
 }
 
 /// RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -230,6 +237,14 @@ mod tests {
             );
         }
         assert!(TokenPair::new("abc.DEF-_~+/==", now, Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn absurd_lifetime_is_an_error_not_a_panic() {
+        let err = TokenPair::new("t", Instant::now(), Duration::MAX).unwrap_err();
+        assert!(err.is_invalid_input());
+        let pair = TokenPair::new("t", Instant::now(), Duration::from_secs(1)).unwrap();
+        assert!(pair.with_refresh_token("r", Duration::MAX).is_err());
     }
 
     #[test]
