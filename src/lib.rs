@@ -11,20 +11,23 @@ mod cache;
 mod credentials;
 mod error;
 #[cfg(feature = "https")]
-mod refresher;
+mod https;
 #[cfg(feature = "test-util")]
 mod mock;
-#[cfg(feature = "https")]
-mod https;
+mod refresher;
 mod secret;
 mod space;
 mod target;
 
-pub use api::ApiError;
+pub use api::{
+    ApiError, ApiErrorEntry, CreateGuestToken, CreateInviteToken, CreateSubscriberToken,
+    EmbedToken, GuestAuth, InviteToken, SAT_REFRESH_SCOPE, SubscriberToken, TokenClient,
+};
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use cache::{Refresh, RefreshError, TokenHeader, TokenPair};
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
 #[cfg(feature = "https")]
 pub use https::{HttpsClient, https_client};
+pub use refresher::SubscriberRefresher;
 pub use space::{SPACE_ENV, Space};

@@ -3,5 +3,6 @@
 mod pair;
 mod refresh;
 
+pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};
