@@ -36,12 +36,11 @@ where
 {
     // Pin the ring provider so the choice does not depend on which rustls features other crates
     // in the build happen to enable.
-    let config =
-        ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()
