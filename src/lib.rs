@@ -13,7 +13,7 @@ mod error;
 #[cfg(feature = "https")]
 mod https;
 #[cfg(feature = "test-util")]
-mod mock;
+pub mod mock;
 mod refresher;
 mod secret;
 mod space;
@@ -29,5 +29,7 @@ pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
 #[cfg(feature = "https")]
 pub use https::{HttpsClient, https_client};
+#[cfg(feature = "test-util")]
+pub use mock::MockSpace;
 pub use refresher::SubscriberRefresher;
 pub use space::{SPACE_ENV, Space};
