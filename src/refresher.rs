@@ -517,15 +517,18 @@ mod tests {
     }
 
     /// The same classification through the crate's hyper client and a real hyper server.
+    ///
+    /// The clock runs, since pausing it while a socket read is pending would let it jump to the
+    /// client's timeout; so the call that hangs is left to the tests over `service_fn` and to
+    /// `tests/token_endpoints.rs`.
     #[cfg(feature = "test-util")]
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn each_failure_is_classified_over_real_http() {
-        let cases = failures();
-        let (names, rest): (Vec<_>, Vec<_>) = cases
+        let (replies, cases): (Vec<_>, Vec<_>) = failures()
             .into_iter()
-            .map(|(name, reply, expect)| (name, (reply, expect)))
+            .filter(|(_, reply, _)| !matches!(reply, Reply::Hang))
+            .map(|(name, reply, expect)| (reply, (name, expect)))
             .unzip();
-        let (replies, expects): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
         let fake = Fake::new(replies.into_iter().chain([refreshed()]));
         let space = fake.serve().await;
         let refresher = SubscriberRefresher::with_client(TokenClient::with_service(
@@ -533,13 +536,13 @@ mod tests {
             Some(crate::api::testing::credentials()),
             crate::https_client(),
         ));
-        for (name, expect) in names.iter().zip(expects) {
+        for (name, expect) in &cases {
             let error = refresher.refresh(&current()).await.unwrap_err();
-            assert_eq!(expectation(&error), expect, "{name}: {error}");
+            assert_eq!(expectation(&error), *expect, "{name}: {error}");
         }
         // The endpoint recovered: the chain goes on.
         let pair = refresher.refresh(&current()).await.unwrap();
         assert_eq!(pair.access_token(), NEXT_SAT);
-        assert_eq!(fake.calls(), names.len() + 1);
+        assert_eq!(fake.calls(), cases.len() + 1);
     }
 }
