@@ -93,13 +93,15 @@ mod error;
 mod https;
 #[cfg(feature = "test-util")]
 pub mod mock;
-#[cfg(feature = "https")]
 mod refresher;
 mod secret;
 mod space;
 mod target;
 
-pub use api::ApiError;
+pub use api::{
+    ApiError, ApiErrorEntry, CreateGuestToken, CreateInviteToken, CreateSubscriberToken,
+    EmbedToken, GuestAuth, InviteToken, SAT_REFRESH_SCOPE, SubscriberToken, TokenClient,
+};
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
 pub use cache::{
@@ -111,4 +113,5 @@ pub use error::Error;
 pub use https::{HttpsClient, https_client};
 #[cfg(feature = "test-util")]
 pub use mock::MockSpace;
+pub use refresher::SubscriberRefresher;
 pub use space::{SPACE_ENV, Space};

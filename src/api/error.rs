@@ -1,34 +1,610 @@
 //! A non-2xx answer from SignalWire.
 
-use std::fmt;
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use http::StatusCode;
+use http::{HeaderMap, StatusCode, header::RETRY_AFTER};
+use serde_json::{Map, Value};
+
+/// The most bytes of a body that is not an error document kept in [`ApiError::body_text`].
+const MAX_TEXT: usize = 4096;
+/// The most characters of that text shown by `Display`.
+const MAX_DISPLAY_TEXT: usize = 200;
 
 /// A non-2xx answer from SignalWire: the status and the parsed `errors[]`.
-#[derive(Clone)]
+///
+/// The body is parsed leniently: SignalWire's `{"errors":[{"type","code","message","attribute",
+/// "url"}]}`, the `{"errors":[{"detail","status","title","code"}]}` shape some services use, and
+/// a bare `{"error":"Unauthorized"}` all become [`ApiErrorEntry`]s; anything else (an HTML page
+/// from a proxy, say) is kept as bounded text in [`body_text`](Self::body_text).
+///
+/// Any token the request carried is cut out of the kept text before it is stored, so neither
+/// `Debug` nor `Display` can echo one back.
+#[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,
+    errors: Box<[ApiErrorEntry]>,
+    body_text: Option<Box<str>>,
+    retry_after: Option<Duration>,
+}
+
+/// One entry of an error answer's `errors[]`. Every field is optional: SignalWire's shape has
+/// `type`, `code`, `message`, `attribute` (null unless a request field is at fault) and `url`;
+/// the other shape has `detail`, `status`, `title` and `code`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApiErrorEntry {
+    type_: Option<Box<str>>,
+    code: Option<Box<str>>,
+    message: Option<Box<str>>,
+    attribute: Option<Box<str>>,
+    url: Option<Box<str>>,
+    detail: Option<Box<str>>,
+    status: Option<Box<str>>,
+    title: Option<Box<str>>,
 }
 
 impl ApiError {
+    /// Reads a non-2xx answer. `body` may be cut short (bodies are read up to a cap); never
+    /// panics on any input.
+    pub(crate) fn from_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        let (errors, body_text) = match parse_document(body) {
+            Some(errors) => (errors, None),
+            None => (Vec::new(), bounded_text(body)),
+        };
+        Self {
+            status,
+            errors: errors.into_boxed_slice(),
+            body_text,
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        }
+    }
+
+    /// Replaces every occurrence of `secret` in the kept text with `[redacted]`.
+    pub(crate) fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        redact_field(&mut self.body_text, secret);
+        for entry in &mut self.errors {
+            for field in entry.fields_mut() {
+                redact_field(field, secret);
+            }
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
     }
-}
 
-impl fmt::Debug for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiError")
-            .field("status", &self.status)
-            .finish()
+    /// The entries of the error document, in order; empty when the body was not one.
+    pub fn errors(&self) -> &[ApiErrorEntry] {
+        &self.errors
+    }
+
+    /// The body, when it was not an error document: lossily decoded, at most 4 KiB.
+    pub fn body_text(&self) -> Option<&str> {
+        self.body_text.as_deref()
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After`, in seconds or as an
+    /// HTTP date).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// 401: the credentials or the token were refused (wrong, expired or revoked).
+    pub fn is_unauthorized(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED
+    }
+
+    /// 403: the API token lacks a scope the endpoint needs.
+    pub fn is_forbidden(&self) -> bool {
+        self.status == StatusCode::FORBIDDEN
+    }
+
+    /// 404: no such endpoint or resource.
+    pub fn is_not_found(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+    }
+
+    /// 422: the request failed validation; [`errors`](Self::errors) says which field and why.
+    pub fn is_validation(&self) -> bool {
+        self.status == StatusCode::UNPROCESSABLE_ENTITY
+    }
+
+    /// 429: rate limited; wait [`retry_after`](Self::retry_after) if given.
+    pub fn is_rate_limited(&self) -> bool {
+        self.status == StatusCode::TOO_MANY_REQUESTS
+    }
+
+    /// 5xx: SignalWire failed; worth retrying with backoff.
+    pub fn is_server_error(&self) -> bool {
+        self.status.is_server_error()
+    }
+
+    /// An entry has code `token_expired`: the (refresh) token is past its lifetime.
+    pub fn is_token_expired(&self) -> bool {
+        self.has_code("token_expired")
+    }
+
+    /// An entry has code `not_a_refresh_token`: an access token was sent where a refresh token
+    /// was expected.
+    pub fn is_not_a_refresh_token(&self) -> bool {
+        self.has_code("not_a_refresh_token")
+    }
+
+    /// Whether any entry has `code`.
+    pub fn has_code(&self, code: &str) -> bool {
+        self.errors.iter().any(|e| e.code() == Some(code))
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "status {}", self.status)
+        write!(f, "status {}", self.status)?;
+        if let Some(first) = self.errors.first() {
+            write!(f, ": {first}")?;
+            if self.errors.len() > 1 {
+                write!(f, " (and {} more)", self.errors.len() - 1)?;
+            }
+        } else if let Some(text) = &self.body_text {
+            f.write_str(": ")?;
+            let mut shown = text.chars().map(|c| if c.is_control() { ' ' } else { c });
+            for c in shown.by_ref().take(MAX_DISPLAY_TEXT) {
+                fmt::Write::write_char(f, c)?;
+            }
+            if shown.next().is_some() {
+                f.write_str("…")?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for ApiError {}
+
+impl ApiErrorEntry {
+    /// `type`, such as `"validation_error"`.
+    pub fn type_(&self) -> Option<&str> {
+        self.type_.as_deref()
+    }
+
+    /// `code`, such as `"token_expired"` or `"not_a_refresh_token"`.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// `message`, for people. A bare `{"error": "…"}` answer puts its text here.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// `attribute`: the request field at fault, such as `"refresh_token"`; `None` when null.
+    pub fn attribute(&self) -> Option<&str> {
+        self.attribute.as_deref()
+    }
+
+    /// `url`: where the error is documented.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// `detail`, in the `detail`/`status`/`title` shape.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// `status`, in the `detail`/`status`/`title` shape (as text, whether sent as a string or a
+    /// number).
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
+    /// `title`, in the `detail`/`status`/`title` shape.
+    pub fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+
+    fn fields_mut(&mut self) -> [&mut Option<Box<str>>; 8] {
+        [
+            &mut self.type_,
+            &mut self.code,
+            &mut self.message,
+            &mut self.attribute,
+            &mut self.url,
+            &mut self.detail,
+            &mut self.status,
+            &mut self.title,
+        ]
+    }
+
+    fn from_object(object: &Map<String, Value>) -> Self {
+        let field = |key: &str| match object.get(key)? {
+            Value::String(s) => Some(s.as_str().into()),
+            Value::Number(n) => Some(n.to_string().into()),
+            Value::Bool(b) => Some(b.to_string().into()),
+            _ => None,
+        };
+        Self {
+            type_: field("type"),
+            code: field("code"),
+            message: field("message"),
+            attribute: field("attribute"),
+            url: field("url"),
+            detail: field("detail"),
+            status: field("status"),
+            title: field("title"),
+        }
+    }
+
+    fn from_message(message: &str) -> Self {
+        Self {
+            message: Some(message.into()),
+            ..Self::default()
+        }
+    }
+
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Object(object) => Some(Self::from_object(object)),
+            Value::String(message) => Some(Self::from_message(message)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiErrorEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.message().or(self.detail()).or(self.title());
+        match (self.code(), text) {
+            (Some(code), Some(text)) => write!(f, "{code}: {text}")?,
+            (Some(one), None) | (None, Some(one)) => f.write_str(one)?,
+            (None, None) => f.write_str("no details")?,
+        }
+        if let Some(attribute) = self.attribute() {
+            write!(f, " (attribute {attribute})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The entries of an error document, or `None` when `body` is not one.
+fn parse_document(body: &[u8]) -> Option<Vec<ApiErrorEntry>> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    if let Some(errors) = object.get("errors") {
+        return match errors {
+            Value::Array(items) => {
+                Some(items.iter().filter_map(ApiErrorEntry::from_value).collect())
+            }
+            other => ApiErrorEntry::from_value(other).map(|e| vec![e]),
+        };
+    }
+    if let Some(error) = object.get("error") {
+        return ApiErrorEntry::from_value(error).map(|e| vec![e]);
+    }
+    match object.get("message") {
+        Some(Value::String(message)) => Some(vec![ApiErrorEntry::from_message(message)]),
+        _ => None,
+    }
+}
+
+fn bounded_text(body: &[u8]) -> Option<Box<str>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_TEXT)]);
+    // Cutting may split a character at the end: drop the replacement character it leaves.
+    let text = if body.len() > MAX_TEXT {
+        text.trim_end_matches('\u{fffd}')
+    } else {
+        &text
+    };
+    Some(text.into())
+}
+
+fn redact_field(field: &mut Option<Box<str>>, secret: &str) {
+    if let Some(text) = field
+        && text.contains(secret)
+    {
+        *text = text.replace(secret, "[redacted]").into_boxed_str();
+    }
+}
+
+/// `Retry-After` as delta-seconds or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`); a date
+/// in the past is zero.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().ok().map(Duration::from_secs);
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = value.split_ascii_whitespace();
+    parts.next()?.strip_suffix(',')?;
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month_name = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)? as u64 + 1;
+    let year: u64 = parts.next()?.parse().ok()?;
+    let mut clock = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if parts.next()? != "GMT"
+        || parts.next().is_some()
+        || clock.next().is_some()
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&year)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_since_epoch(year, month, day);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (years 1970 and later), by counting from
+/// a year that starts in March so the leap day comes last.
+fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn parse(status: u16, body: &str) -> ApiError {
+        ApiError::from_response(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn signalwire_shape_with_several_entries_and_null_attribute() {
+        let err = parse(
+            422,
+            r#"{"errors":[
+                {"type":"validation_error","code":"token_expired","message":"Token has expired",
+                 "attribute":"refresh_token","url":"https://developer.signalwire.com/rest/errors#token_expired"},
+                {"type":"validation_error","code":"missing_required_parameter","message":"Reference is required",
+                 "attribute":null,"url":"https://developer.signalwire.com/rest/errors"}
+            ]}"#,
+        );
+        assert!(err.is_validation());
+        assert!(err.is_token_expired());
+        assert!(!err.is_not_a_refresh_token());
+        assert_eq!(err.errors().len(), 2);
+        let first = &err.errors()[0];
+        assert_eq!(first.type_(), Some("validation_error"));
+        assert_eq!(first.code(), Some("token_expired"));
+        assert_eq!(first.message(), Some("Token has expired"));
+        assert_eq!(first.attribute(), Some("refresh_token"));
+        assert_eq!(
+            first.url(),
+            Some("https://developer.signalwire.com/rest/errors#token_expired")
+        );
+        assert_eq!(err.errors()[1].attribute(), None);
+        assert_eq!(err.body_text(), None);
+        assert_eq!(
+            err.to_string(),
+            "status 422 Unprocessable Entity: token_expired: Token has expired \
+             (attribute refresh_token) (and 1 more)"
+        );
+    }
+
+    #[test]
+    fn not_a_refresh_token_code() {
+        let err = parse(
+            422,
+            r#"{"errors":[{"code":"not_a_refresh_token","message":"nope","attribute":"refresh_token"}]}"#,
+        );
+        assert!(err.is_not_a_refresh_token());
+        assert!(!err.is_token_expired());
+    }
+
+    #[test]
+    fn bare_error_string() {
+        let err = parse(401, r#"{"error":"Unauthorized"}"#);
+        assert!(err.is_unauthorized());
+        assert_eq!(err.errors().len(), 1);
+        assert_eq!(err.errors()[0].message(), Some("Unauthorized"));
+        assert_eq!(err.errors()[0].code(), None);
+        assert_eq!(err.to_string(), "status 401 Unauthorized: Unauthorized");
+    }
+
+    #[test]
+    fn detail_status_title_shape() {
+        let err = parse(
+            403,
+            r#"{"errors":[{"detail":"Missing scope","status":403,"title":"Forbidden","code":"forbidden"}]}"#,
+        );
+        assert!(err.is_forbidden());
+        let entry = &err.errors()[0];
+        assert_eq!(entry.detail(), Some("Missing scope"));
+        assert_eq!(entry.status(), Some("403"));
+        assert_eq!(entry.title(), Some("Forbidden"));
+        assert_eq!(entry.code(), Some("forbidden"));
+        assert_eq!(entry.message(), None);
+        assert_eq!(
+            err.to_string(),
+            "status 403 Forbidden: forbidden: Missing scope"
+        );
+        let string_status = parse(404, r#"{"errors":[{"status":"404","title":"Not Found"}]}"#);
+        assert!(string_status.is_not_found());
+        assert_eq!(string_status.errors()[0].status(), Some("404"));
+    }
+
+    #[test]
+    fn non_json_is_kept_as_bounded_text() {
+        let err = parse(502, "<html>\n<body>Bad Gateway</body></html>");
+        assert!(err.is_server_error());
+        assert!(err.errors().is_empty());
+        assert_eq!(
+            err.body_text(),
+            Some("<html>\n<body>Bad Gateway</body></html>")
+        );
+        assert_eq!(
+            err.to_string(),
+            "status 502 Bad Gateway: <html> <body>Bad Gateway</body></html>"
+        );
+
+        let long = "é".repeat(MAX_TEXT);
+        let err = parse(500, &long);
+        let text = err.body_text().unwrap();
+        assert!(text.len() <= MAX_TEXT);
+        assert!(text.chars().all(|c| c == 'é'));
+        assert!(err.to_string().ends_with('…'));
+        assert_eq!(
+            err.to_string().chars().filter(|c| *c == 'é').count(),
+            MAX_DISPLAY_TEXT
+        );
+    }
+
+    #[test]
+    fn odd_json_and_empty_bodies() {
+        for body in ["[1,2]", r#"{"foo":1}"#, "null", "\"x\"", r#"{"errors":5}"#] {
+            let err = parse(400, body);
+            assert!(err.errors().is_empty(), "{body}");
+            assert_eq!(err.body_text(), Some(body));
+        }
+        let err = parse(500, "");
+        assert_eq!(err.body_text(), None);
+        assert_eq!(err.to_string(), "status 500 Internal Server Error");
+        let err = parse(400, r#"{"errors":[]}"#);
+        assert!(err.errors().is_empty());
+        assert_eq!(err.body_text(), None);
+        let err = parse(400, r#"{"errors":["first", 3, {"code":"c"}]}"#);
+        assert_eq!(err.errors().len(), 2);
+        assert_eq!(err.errors()[0].message(), Some("first"));
+        let err = parse(400, r#"{"errors":{"code":"single"}}"#);
+        assert!(err.has_code("single"));
+        let err = parse(400, r#"{"error":{"code":"nested"}}"#);
+        assert!(err.has_code("nested"));
+        let err = parse(400, r#"{"message":"plain"}"#);
+        assert_eq!(err.errors()[0].message(), Some("plain"));
+    }
+
+    #[test]
+    fn garbage_bytes_never_panic() {
+        let err = parse(500, "");
+        assert!(err.is_server_error());
+        for body in [&[0xff, 0xfe, 0x00][..], b"{\"errors\":[{", &[b'{'; 300][..]] {
+            let err = ApiError::from_response(StatusCode::BAD_REQUEST, &HeaderMap::new(), body);
+            let _ = err.to_string();
+        }
+    }
+
+    #[test]
+    fn status_predicates() {
+        let cases = [
+            (401, 0),
+            (403, 1),
+            (404, 2),
+            (422, 3),
+            (429, 4),
+            (500, 5),
+            (503, 5),
+        ];
+        for (status, which) in cases {
+            let err = parse(status, "");
+            let flags = [
+                err.is_unauthorized(),
+                err.is_forbidden(),
+                err.is_not_found(),
+                err.is_validation(),
+                err.is_rate_limited(),
+                err.is_server_error(),
+            ];
+            for (i, flag) in flags.into_iter().enumerate() {
+                assert_eq!(flag, i == which, "status {status}, predicate {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn redaction_removes_a_secret_everywhere() {
+        let mut err = parse(
+            422,
+            r#"{"errors":[{"code":"bad","message":"token eyJsecret is bad","attribute":"eyJsecret"}]}"#,
+        );
+        err.redact("eyJsecret");
+        err.redact("");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("eyJsecret"), "{shown}");
+        assert_eq!(err.errors()[0].message(), Some("token [redacted] is bad"));
+
+        let mut err = parse(400, "echo: refresh_token=eyJsecret");
+        err.redact("eyJsecret");
+        assert_eq!(err.body_text(), Some("echo: refresh_token=[redacted]"));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        let err = ApiError::from_response(StatusCode::TOO_MANY_REQUESTS, &headers, b"");
+        assert!(err.is_rate_limited());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // Leap day and a year boundary.
+        assert_eq!(
+            parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800))
+        );
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(UNIX_EPOCH)
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 06 Nov 1994 08:49:37:01 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sun 06 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 GMT extra",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+}

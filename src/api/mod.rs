@@ -1,5 +1,14 @@
 //! SignalWire's token endpoints.
 
+mod client;
 mod error;
+#[cfg(test)]
+pub(crate) mod testing;
+mod types;
 
-pub use error::ApiError;
+pub use client::TokenClient;
+pub use error::{ApiError, ApiErrorEntry};
+pub use types::{
+    CreateGuestToken, CreateInviteToken, CreateSubscriberToken, EmbedToken, GuestAuth, InviteToken,
+    SAT_REFRESH_SCOPE, SubscriberToken,
+};
