@@ -420,3 +420,38 @@ fn unix_now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+#[tokio::test]
+async fn refreshed_lifetimes_follow_the_client_setting() {
+    let short = Duration::from_secs(4);
+    let mock = MockSpace::builder()
+        .refreshed_access_lifetime(short)
+        .refresh_lifetime(Duration::from_secs(10))
+        .start()
+        .await
+        .unwrap();
+    let current = mock.mint(REFERENCE);
+    let documented = client(&mock)
+        .refresh_subscriber_token(current.refresh_token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(documented.lifetime(), TokenPair::DEFAULT_LIFETIME);
+
+    let tuned = client(&mock).with_refreshed_lifetimes(short, Duration::from_secs(10));
+    let next = tuned
+        .refresh_subscriber_token(documented.refresh_token().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(next.lifetime(), short);
+    assert_eq!(
+        next.refresh_expires_at().unwrap() - next.issued_at(),
+        Duration::from_secs(10)
+    );
+    // The server agrees: past the tuned lifetime the SAT is refused.
+    advance(short + Duration::from_secs(1)).await;
+    let err = tuned
+        .create_invite_token(&CreateInviteToken::new(ADDRESS), next.access_token())
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&err), StatusCode::UNAUTHORIZED);
+}

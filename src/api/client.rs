@@ -121,6 +121,7 @@ pub struct TokenClient<S = HttpsClient> {
     service: S,
     shared: Arc<Shared>,
     timeout: Duration,
+    refreshed: RefreshedLifetimes,
 }
 
 /// Typed calls to SignalWire's token endpoints, over any tower HTTP service.
@@ -131,6 +132,14 @@ pub struct TokenClient<S> {
     service: S,
     shared: Arc<Shared>,
     timeout: Duration,
+    refreshed: RefreshedLifetimes,
+}
+
+/// How long the pair from the refresh endpoint lives, which its answer does not say.
+#[derive(Debug, Clone, Copy)]
+struct RefreshedLifetimes {
+    access: Duration,
+    refresh: Duration,
 }
 
 /// What every clone shares: where to call, and as whom.
@@ -169,7 +178,23 @@ impl<S> TokenClient<S> {
                 basic,
             }),
             timeout: Duration::from_secs(10),
+            refreshed: RefreshedLifetimes {
+                access: TokenPair::DEFAULT_LIFETIME,
+                refresh: TokenPair::REFRESH_TOKEN_LIFETIME,
+            },
         }
+    }
+
+    /// The lifetimes the refresh endpoint gives the new SAT and refresh token, which its answer
+    /// does not state: by default the documented 2 hours and 2 hours 5 minutes. Change them only
+    /// for a server that differs, such as a [`MockSpace`](crate::MockSpace) built with shorter
+    /// lifetimes.
+    pub fn with_refreshed_lifetimes(mut self, access: Duration, refresh_token: Duration) -> Self {
+        self.refreshed = RefreshedLifetimes {
+            access,
+            refresh: refresh_token,
+        };
+        self
     }
 
     /// Bounds each call, from sending the request to reading the whole answer (default 10 s).
@@ -266,8 +291,8 @@ where
             answer.token,
             Some(refresh),
             sent,
-            TokenPair::DEFAULT_LIFETIME,
-            TokenPair::REFRESH_TOKEN_LIFETIME,
+            self.refreshed.access,
+            self.refreshed.refresh,
         )
     }
 
@@ -414,6 +439,7 @@ impl<S: Clone> Clone for TokenClient<S> {
             service: self.service.clone(),
             shared: Arc::clone(&self.shared),
             timeout: self.timeout,
+            refreshed: self.refreshed,
         }
     }
 }
