@@ -115,3 +115,9 @@ pub use https::{HttpsClient, https_client};
 pub use mock::MockSpace;
 pub use refresher::SubscriberRefresher;
 pub use space::{SPACE_ENV, Space};
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
