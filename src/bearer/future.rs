@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{Error, TokenCache, cache::State as TokenState};
 
-type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send>>;
+type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send + Sync>>;
 
 pin_project! {
     /// The response future of [`BearerAuth`](crate::BearerAuth).
