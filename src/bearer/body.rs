@@ -355,13 +355,7 @@ mod tests {
         );
         let sent = body.collect().await.unwrap().to_bytes();
         assert_eq!(sent, data);
-        let again = replay
-            .body()
-            .unwrap()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
+        let again = replay.body().unwrap().collect().await.unwrap().to_bytes();
         assert_eq!(again, data);
         assert_eq!(
             again.as_ptr(),
@@ -397,12 +391,7 @@ mod tests {
         ]);
         let (body, replay) = ReplayBody::recording(chunked, 100);
         body.collect().await.unwrap();
-        let again = replay
-            .body()
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let again = replay.body().unwrap().collect().await.unwrap();
         assert_eq!(again.trailers(), Some(&trailers));
         assert_eq!(again.to_bytes(), "abcd");
     }
