@@ -285,6 +285,37 @@ impl Upstream {
         })
     }
 
+    /// Like [`accepting`](Self::accepting), but the first `count` calls are held until all
+    /// of them have arrived: a batch is then known to be in flight at once.
+    pub fn holding_first(
+        count: usize,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let all_in = Gate::default();
+        let accept = Arc::new(accept);
+        Self::new(move |seen: Seen| {
+            let arrived = Arc::clone(&arrived);
+            let all_in = all_in.clone();
+            let accept = Arc::clone(&accept);
+            async move {
+                let n = arrived.fetch_add(1, Ordering::SeqCst) + 1;
+                if n <= count {
+                    if n == count {
+                        all_in.open();
+                    }
+                    all_in.wait().await;
+                }
+                let ok = seen.token.as_deref().is_some_and(|t| accept(t));
+                response(if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNAUTHORIZED
+                })
+            }
+        })
+    }
+
     /// Every call so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
