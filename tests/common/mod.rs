@@ -335,6 +335,14 @@ impl Upstream {
     }
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("calls", &self.calls())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B> Service<Request<ReplayBody<B>>> for Upstream
 where
     B: Body + Send + 'static,
