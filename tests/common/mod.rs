@@ -321,6 +321,16 @@ impl Upstream {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The bearer token of call `index` (0-based).
+    pub fn token(&self, index: usize) -> Option<String> {
+        self.seen.lock().unwrap()[index].token.clone()
+    }
+
+    /// The bearer token of the last call.
+    pub fn last_token(&self) -> Option<String> {
+        self.seen.lock().unwrap().last()?.token.clone()
+    }
+
     pub fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
