@@ -138,6 +138,21 @@ async fn a_streaming_body_over_the_limit_gets_its_401_back_and_still_refreshes()
     assert_eq!(refresher.calls(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_body_known_to_be_over_the_limit_gets_its_401_back() {
+    let (cache, refresher, upstream) = revoked_first_token();
+    let service = BearerAuthLayer::new(cache)
+        .replay_limit(1024)
+        .layer(upstream.clone());
+    let body = Full::new(Bytes::from(vec![b'x'; 1025]));
+    let response = service.clone().oneshot(with_body(0, body)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.extensions().get::<ReplaySkipped>().is_some());
+    assert_eq!(upstream.calls(), 1);
+    run_until_idle().await;
+    assert_eq!(refresher.calls(), 1);
+}
+
 /// Sends `body` through a fresh cache whose first token is refused; returns what the upstream
 /// received on both sends.
 async fn replayed<B>(body: B) -> (Bytes, Bytes)
