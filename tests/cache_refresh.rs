@@ -507,4 +507,48 @@ async fn a_terminal_failure_is_shared_final_and_cleared_by_install() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(upstream.token(0), Some(access(7)));
     assert_eq!(refresher.calls(), 1);
+
+    // The broken chain was forgotten: the installed pair is refreshed when it expires.
+    refresher.set_mode(Mode::Succeed);
+    advance(HOUR + Duration::from_secs(1)).await;
+    yields(20).await;
+    service.clone().oneshot(request(2001)).await.unwrap();
+    assert_eq!(refresher.calls(), 2);
+    assert_eq!(refresher.given()[1], Some(refresh(7)));
+    assert_eq!(upstream.last_token(), Some(access(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn install_during_backoff_stops_the_retries_of_the_old_pair() {
+    let refresher = Refresher::new(Mode::Transient);
+    let cache = windowed(&refresher).build();
+    let upstream = Upstream::accepting(|_| true);
+    let service = client(&cache, &upstream);
+
+    advance(50 * MINUTE + Duration::from_secs(1)).await;
+    service.clone().oneshot(request(0)).await.unwrap();
+    yields(20).await;
+    advance(Duration::from_secs(2)).await;
+    yields(20).await;
+    assert_eq!(refresher.calls(), 2, "failing and backing off");
+
+    cache.install(pair(5, HOUR));
+    advance(10 * MINUTE).await;
+    yields(20).await;
+    assert_eq!(refresher.calls(), 2, "nothing retries the replaced pair");
+    service.clone().oneshot(request(1)).await.unwrap();
+    assert_eq!(upstream.last_token(), Some(access(5)));
+    assert_eq!(refresher.given(), vec![Some(refresh(0)); 2]);
+}
+
+#[tokio::test]
+async fn a_fixed_token_cache_cannot_refresh() {
+    let cache = TokenCache::fixed("guest-token").unwrap();
+    assert_eq!(cache.current().access_token(), "guest-token");
+    assert!(cache.refresh_now().await.unwrap_err().is_invalid_input());
+    assert!(
+        TokenCache::fixed("not a token")
+            .unwrap_err()
+            .is_invalid_input()
+    );
 }
