@@ -8,7 +8,10 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+use http::{
+    HeaderMap, Request, Response, StatusCode,
+    header::{AUTHORIZATION, WWW_AUTHENTICATE},
+};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::{BoxError, util::Oneshot};
@@ -20,7 +23,7 @@ use super::{
 };
 use crate::{Error, TokenCache, cache::State as TokenState};
 
-type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send>>;
+type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send + Sync>>;
 
 pin_project! {
     /// The response future of [`BearerAuth`](crate::BearerAuth).
@@ -133,7 +136,9 @@ where
                 StateProj::Sent { future, generation } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     let generation = *generation;
-                    if response.status() != StatusCode::UNAUTHORIZED {
+                    if response.status() != StatusCode::UNAUTHORIZED
+                        || !challenges_bearer(response.headers())
+                    {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(cache) = this.cache.as_ref() else {
@@ -184,6 +189,24 @@ where
             }
         }
     }
+}
+
+/// Whether a 401 is about the bearer token. A server that challenges only other schemes
+/// (`WWW-Authenticate: Basic …`) wants other credentials, which no refresh provides; a 401
+/// without any challenge is taken to be about the token.
+fn challenges_bearer(headers: &HeaderMap) -> bool {
+    let mut challenges = headers.get_all(WWW_AUTHENTICATE).iter().peekable();
+    // A comma also separates parameters, so a part may be `realm="x"`: only a part that starts
+    // with the scheme name counts, which is all this needs.
+    challenges.peek().is_none()
+        || challenges.any(|value| {
+            value.as_bytes().split(|&b| b == b',').any(|part| {
+                let part = part.trim_ascii_start();
+                part.get(..6)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
+                    && part.get(6).is_none_or(|&b| b == b' ')
+            })
+        })
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>

@@ -22,7 +22,8 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// replayed if they were empty or fit in the [replay limit](Self::replay_limit); a request
 /// whose body cannot be replayed gets its 401 back unchanged, marked with the
 /// [`ReplaySkipped`](crate::ReplaySkipped) extension, and the refresh still runs so the next
-/// request succeeds. 403s and other statuses are never retried. If the refresh itself fails,
+/// request succeeds. 403s, other statuses, and 401s that challenge only another scheme
+/// (`WWW-Authenticate: Basic …`) are never retried. If the refresh itself fails,
 /// the call fails with an [`Error`] that says why
 /// ([`is_reauthentication_needed`](Error::is_reauthentication_needed) or
 /// [`is_refresh_failed`](Error::is_refresh_failed)).

@@ -19,6 +19,10 @@ use crate::{Error, error::Kind};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a request waits on for its token. `Sync` as well, so that `BearerAuth`'s response
+/// future is `Sync` whenever the inner service's future is.
+pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = Result<Arc<State>, Error>> + Send + Sync>>;
+
 /// `Refresh` made object safe, so that `TokenCache` needs no type parameter.
 pub(crate) trait DynRefresh: Send + Sync + 'static {
     fn refresh_boxed<'a>(

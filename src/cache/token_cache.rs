@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     Refresh, TokenPair,
-    flight::{BoxFuture, DynRefresh, Need, Settings, Shared, unit},
+    flight::{DynRefresh, Need, Settings, Shared, WaitFuture, unit},
     state::{Margins, Phase, State},
 };
 use crate::{Error, error::Kind};
@@ -73,7 +73,7 @@ pub(crate) enum Ticket {
     /// Use the state that was loaded.
     Ready,
     /// Wait for this state instead.
-    Wait(BoxFuture<'static, Result<Arc<State>, Error>>),
+    Wait(WaitFuture),
     Failed(Error),
 }
 
@@ -219,10 +219,7 @@ impl TokenCache {
 
     /// After a 401 for a request sent with `generation`: the state to replay with, once one
     /// refresh (shared with every other such request) has run. `None` for a fixed token.
-    pub(crate) fn after_unauthorized(
-        &self,
-        generation: u64,
-    ) -> Option<BoxFuture<'static, Result<Arc<State>, Error>>> {
+    pub(crate) fn after_unauthorized(&self, generation: u64) -> Option<WaitFuture> {
         self.is_refreshable()
             .then(|| Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _)
     }
