@@ -120,4 +120,3 @@ pub use space::{SPACE_ENV, Space};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-
