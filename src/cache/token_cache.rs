@@ -35,8 +35,9 @@ use crate::{Error, error::Kind};
 /// A result is installed only over the pair it refreshed, so a slow refresh never overwrites a
 /// newer pair. Transient failures are retried with capped, jittered exponential backoff (1 s
 /// doubling to 30 s) while the current token keeps serving; a terminal failure makes every
-/// request that needs a new token fail with
-/// [`Error::is_reauthentication_needed`] until [`install`](Self::install) is called.
+/// request that needs a new token — past the hard deadline, or after a 401 — fail at once with
+/// [`Error::is_reauthentication_needed`] until [`install`](Self::install) is called. (It does
+/// not wait out the last seconds of the old token: the app should re-authenticate now.)
 ///
 /// Deadlines are marked by a Tokio timer, so the cache must be used inside a Tokio runtime.
 ///
@@ -391,7 +392,8 @@ impl CacheStats {
         self.replays
     }
 
-    /// The generation of the current pair: 0 for the first, one more for each pair installed.
+    /// The generation of the current pair: 0 for the first, and larger for every pair installed
+    /// after it (a refresh result discarded because a newer pair won also uses a number).
     pub fn generation(&self) -> u64 {
         self.generation
     }
