@@ -552,3 +552,27 @@ async fn a_fixed_token_cache_cannot_refresh() {
             .is_invalid_input()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn install_releases_requests_waiting_on_a_refresh_at_once() {
+    // The refresher never answers: only the install can release the waiters.
+    let (refresher, _gate) = Refresher::gated(Mode::Succeed);
+    let cache = TokenCache::new(pair(0, HOUR), refresher.closure());
+    let upstream = Upstream::accepting(|token| token == "installed");
+    let service = client(&cache, &upstream);
+    advance(HOUR + Duration::from_secs(1)).await;
+
+    let waiting = send_batch(&service, 0..5).await;
+    until("the refresh has started", || refresher.calls() == 1).await;
+    let started = Instant::now();
+    cache.install(TokenPair::new("installed", Instant::now(), HOUR).unwrap());
+
+    let outcomes = join_batch(waiting).await;
+    assert_all_ok(&outcomes, &upstream, "installed");
+    assert_eq!(
+        Instant::now(),
+        started,
+        "no waiter sat out the hung refresh's attempt timeout"
+    );
+    assert_eq!(refresher.finished(), 0);
+}

@@ -12,7 +12,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{Refresh, RefreshError, TokenPair, state::Margins, state::State};
 use crate::{Error, error::Kind};
@@ -125,6 +125,9 @@ pub(crate) struct Shared {
     flight: Mutex<Flight>,
     generations: AtomicU64,
     flight_ids: AtomicU64,
+    /// Wakes waiters when a pair is installed by hand, so they need not wait out a refresh of
+    /// the pair it replaced.
+    installed: Notify,
 }
 
 /// Whether a waiter can live with the current token after a transient failure.
@@ -149,9 +152,16 @@ impl Shared {
             settings,
             counters: Counters::default(),
             flight: Mutex::new(Flight::Idle),
+            installed: Notify::new(),
             generations: AtomicU64::new(1),
             flight_ids: AtomicU64::new(0),
         }
+    }
+
+    /// Installs `pair` by hand and wakes everyone waiting for a newer pair.
+    pub(crate) fn install(&self, pair: TokenPair) {
+        self.current.store(Arc::new(self.state_for(pair)));
+        self.installed.notify_waiters();
     }
 
     pub(crate) fn state_for(&self, pair: TokenPair) -> State {
@@ -221,6 +231,8 @@ impl Shared {
         need: Need,
     ) -> Result<Arc<State>, Error> {
         loop {
+            // Registered before looking, so an install between the look and the wait is seen.
+            let installed = self.installed.notified();
             let current = self.current.load_full();
             if current.generation != generation {
                 return Ok(current);
@@ -241,11 +253,14 @@ impl Shared {
                     _ => self.start(&current, &mut flight)?,
                 }
             };
-            let outcome = match done.wait_for(Option::is_some).await {
-                Ok(seen) => seen.clone(),
-                Err(_) => Some(Outcome::Failed(Arc::new(RefreshError::transient(
-                    "the refresh task ended without a result (it panicked or its runtime shut down)",
-                )))),
+            let outcome = tokio::select! {
+                seen = done.wait_for(Option::is_some) => match seen {
+                    Ok(seen) => seen.clone(),
+                    Err(_) => Some(Outcome::Failed(Arc::new(RefreshError::transient(
+                        "the refresh task ended without a result (it panicked or its runtime shut down)",
+                    )))),
+                },
+                () = installed => continue,
             };
             if let Some(Outcome::Failed(error)) = outcome {
                 let current = self.current.load_full();

@@ -134,13 +134,11 @@ impl TokenCache {
         self.shared.current.load().pair.clone()
     }
 
-    /// Installs `pair` by hand, for example after re-authenticating. A refresh still in flight
-    /// for the previous pair is discarded when it completes, and a broken refresh chain is
-    /// forgotten. `on_refresh` is not called: the caller already has the pair.
+    /// Installs `pair` by hand, for example after re-authenticating. Requests waiting for a
+    /// refresh go on with it at once, a refresh still in flight for the previous pair is
+    /// discarded when it completes, and a broken refresh chain is forgotten. `on_refresh` is not called: the caller already has the pair.
     pub fn install(&self, pair: TokenPair) {
-        self.shared
-            .current
-            .store(Arc::new(self.shared.state_for(pair)));
+        self.shared.install(pair);
         tracing::info!("token pair installed by hand");
     }
 
