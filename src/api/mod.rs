@@ -8,6 +8,8 @@ mod types;
 
 pub use client::TokenClient;
 pub use error::{ApiError, ApiErrorEntry};
+#[cfg(feature = "test-util")]
+pub(crate) use types::is_uuid;
 pub use types::{
     CreateGuestToken, CreateInviteToken, CreateSubscriberToken, EmbedToken, GuestAuth, InviteToken,
     SAT_REFRESH_SCOPE, SubscriberToken,

@@ -490,7 +490,7 @@ pub(crate) struct TokenResponse {
 }
 
 /// `8-4-4-4-12` hex digits, any case.
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     let bytes = s.as_bytes();
     bytes.len() == 36
         && bytes.iter().enumerate().all(|(i, b)| match i {

@@ -7,11 +7,13 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
+use crate::api::is_uuid;
+
 use super::{
     Fault, MockEndpoint,
     listing::{Address, Page},
     reply::{self, ErrorEntry, ErrorReply, Reply},
-    request::{Caller, Fields, caller, is_uuid, json_object, read_body},
+    request::{Caller, Fields, caller, json_object, read_body},
     server::ConnLink,
     shared::Shared,
     tokens::{Grant, Profile, RefreshRefusal},

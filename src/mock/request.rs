@@ -273,19 +273,10 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Whether `s` is a UUID in its usual text form (any version, either case).
-pub(super) fn is_uuid(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::is_uuid;
 
     #[test]
     fn uuid_shape() {

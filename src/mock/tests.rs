@@ -200,7 +200,7 @@ fn typ(token: &str) -> Option<String> {
 async fn subscriber_token_is_a_sat_pair_with_a_stable_subscriber_id() {
     let mock = MockSpace::start().await.unwrap();
     let (id, token, refresh_token) = mint(&mock, json!({"reference": "alice@example.com"})).await;
-    assert!(super::request::is_uuid(&id), "{id}");
+    assert!(crate::api::is_uuid(&id), "{id}");
     let header = TokenHeader::parse(&token).unwrap();
     assert_eq!(header.typ(), Some("SAT"));
     assert_eq!(header.alg(), Some("dir"));
