@@ -3,14 +3,111 @@
 #![cfg(feature = "test-util")]
 
 mod common;
+mod support;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use bytes::Bytes;
-use common::{server::TokenServer, *};
-use http::{Request, StatusCode};
+use common::*;
+use http::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use http_body_util::{BodyExt, Full};
 use signalwire_auth::{BearerAuthLayer, ReplayBody, Space, TokenCache, https_client};
+use support::{Seen, TestServer};
 use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt};
+
+/// A server on 127.0.0.1 that answers 200 (echoing the body) to `Bearer <accepted>` and 401 to
+/// anything else. It can hold the first rejections until a whole batch has arrived, so a test
+/// knows every request of the batch was sent with the revoked token.
+struct TokenServer {
+    server: TestServer,
+    state: Arc<Acceptance>,
+}
+
+struct Acceptance {
+    accepted: Mutex<String>,
+    rejected: AtomicUsize,
+    hold_first: AtomicUsize,
+    held: Gate,
+}
+
+impl TokenServer {
+    async fn start(accepted: &str) -> Self {
+        let state = Arc::new(Acceptance {
+            accepted: Mutex::new(accepted.to_owned()),
+            rejected: AtomicUsize::new(0),
+            hold_first: AtomicUsize::new(0),
+            held: Gate::default(),
+        });
+        let answering = Arc::clone(&state);
+        let server =
+            TestServer::start_async(move |seen| answer(Arc::clone(&answering), seen)).await;
+        Self { server, state }
+    }
+
+    /// The server's base URL, `http://127.0.0.1:<port>`.
+    fn base_url(&self) -> String {
+        self.server.url("")
+    }
+
+    /// Revokes every token but `token`.
+    fn accept_only(&self, token: &str) {
+        *self.state.accepted.lock().unwrap() = token.to_owned();
+    }
+
+    /// Holds the next `count` rejections until all of them have arrived.
+    fn hold_rejections(&self, count: usize) {
+        self.state
+            .hold_first
+            .store(self.rejected() + count, Ordering::SeqCst);
+    }
+
+    /// 401s answered so far.
+    fn rejected(&self) -> usize {
+        self.state.rejected.load(Ordering::SeqCst)
+    }
+
+    /// How many times each `x-request-id` arrived.
+    fn sends_per_id(&self) -> HashMap<String, usize> {
+        let mut sends = HashMap::new();
+        for seen in self.server.seen() {
+            let id = seen.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+            *sends.entry(id.unwrap_or_default().to_owned()).or_default() += 1;
+        }
+        sends
+    }
+}
+
+async fn answer(state: Arc<Acceptance>, seen: Seen) -> Response<Full<Bytes>> {
+    let expected = format!("Bearer {}", state.accepted.lock().unwrap());
+    if seen
+        .authorization
+        .is_some_and(|value| value == expected.as_str())
+    {
+        return Response::new(Full::new(seen.body));
+    }
+    let rejected = state.rejected.fetch_add(1, Ordering::SeqCst) + 1;
+    let hold = state.hold_first.load(Ordering::SeqCst);
+    if rejected <= hold {
+        if rejected == hold {
+            state.held.open();
+        }
+        state.held.wait().await;
+    }
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        "Bearer error=\"invalid_token\"".parse().unwrap(),
+    );
+    response
+}
 
 fn post(url: String, id: usize, body: &'static str) -> Request<Full<Bytes>> {
     Request::post(url)

@@ -4,9 +4,6 @@
 //! Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-#[cfg(feature = "test-util")]
-pub mod server;
-
 use std::{
     collections::{HashMap, VecDeque},
     convert::Infallible,

@@ -8,7 +8,7 @@ use std::{
     convert::Infallible,
     future::{Future, Ready, ready},
     net::SocketAddr,
-    pin::pin,
+    pin::{Pin, pin},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -124,11 +124,13 @@ pub struct Seen {
     /// The `Host` header (HTTP/1.1) or the `:authority` (HTTP/2).
     pub host: Option<String>,
     pub authorization: Option<HeaderValue>,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
     pub peer: SocketAddr,
 }
 
-type Handler = dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync;
+type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+type Handler = dyn Fn(Seen) -> Answer + Send + Sync;
 
 /// A hyper server (HTTP/1.1 and HTTP/2) on 127.0.0.1, on a port of its own, that records every
 /// request and answers with a handler. Stops when dropped.
@@ -145,6 +147,16 @@ impl TestServer {
     where
         H: Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
     {
+        Self::start_async(move |seen| ready(handler(&seen))).await
+    }
+
+    /// Starts a server that answers every request with what `handler(seen)` resolves to, so an
+    /// answer can be held back.
+    pub async fn start_async<H, F>(handler: H) -> Self
+    where
+        H: Fn(Seen) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -153,7 +165,7 @@ impl TestServer {
             .expect("a bound listener has an address");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let handler: Arc<Handler> = Arc::new(handler);
+        let handler: Arc<Handler> = Arc::new(move |seen| Box::pin(handler(seen)) as Answer);
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&seen),
@@ -252,13 +264,14 @@ async fn accept_loop(
                             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
                             .map(str::to_owned),
                         authorization: parts.headers.get(AUTHORIZATION).cloned(),
+                        headers: parts.headers,
                         body,
                         peer,
                     };
                     log.push(record.clone());
                     record
                 };
-                Ok::<_, hyper::Error>(handler(&record))
+                Ok::<_, hyper::Error>(handler(record).await)
             }
         });
         tokio::spawn(async move {
