@@ -158,7 +158,7 @@ async fn main() -> Result<(), BoxError> {
                 let after = cache.stats();
                 let note = if after.replays() > before.replays() {
                     "  <- 401, refreshed once, replayed"
-                } else if after.generation() > before.generation() {
+                } else if after.generation() != before.generation() {
                     "  <- refreshed ahead of expiry"
                 } else {
                     ""

@@ -576,3 +576,61 @@ async fn install_releases_requests_waiting_on_a_refresh_at_once() {
     );
     assert_eq!(refresher.finished(), 0);
 }
+
+#[test]
+fn a_timer_lost_with_its_runtime_is_armed_again_by_the_next_request() {
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let refresher = Refresher::new(Mode::Succeed);
+    let cache = windowed(&refresher).build();
+    let upstream = Upstream::accepting(|_| true);
+    let service = client(&cache, &upstream);
+
+    // The first request arms the deadline timer on a runtime that then goes away.
+    let first = paused();
+    first.block_on(service.clone().oneshot(request(0))).unwrap();
+    drop(first);
+
+    // On another runtime, past expiry: the request must not go out with the expired token.
+    let second = paused();
+    second.block_on(async {
+        advance(HOUR + MINUTE).await;
+        service.clone().oneshot(request(1)).await.unwrap();
+    });
+    assert_eq!(refresher.calls(), 1, "the expired token was refreshed");
+    assert_eq!(upstream.last_token(), Some(access(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_cannot_stop_the_retries() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let cache = TokenCache::builder(pair(0, HOUR), move |_: TokenPair| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            Err::<TokenPair, _>(
+                signalwire_auth::RefreshError::transient("rate limited")
+                    .with_retry_after(Duration::from_secs(365 * 86_400)),
+            )
+        }
+    })
+    .jitter(false)
+    .build();
+    let _ = cache.refresh_now().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The pause asked for is capped (at five minutes): retries go on.
+    for _ in 0..20 {
+        advance(MINUTE).await;
+        run_until_idle().await;
+    }
+    assert!(
+        calls.load(Ordering::SeqCst) >= 4,
+        "retries continued: {} attempts",
+        calls.load(Ordering::SeqCst)
+    );
+}

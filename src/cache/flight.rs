@@ -52,6 +52,10 @@ pub(crate) struct Settings {
     pub(crate) on_refresh: Option<Hook>,
 }
 
+/// The longest `Retry-After` the cache honours: beyond it, a refresh token (2 h 5 min) could
+/// expire while the cache sleeps.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+
 impl Settings {
     /// Capped exponential backoff with "equal jitter": half the step is fixed so retries never
     /// come too soon, half is random so that caches failing together do not retry together.
@@ -65,7 +69,8 @@ impl Settings {
         } else {
             step
         };
-        retry_after.map_or(delay, |at_least| delay.max(at_least))
+        // A server may ask for a long pause, but not for one that outlives the chain.
+        retry_after.map_or(delay, |at_least| delay.max(at_least.min(MAX_RETRY_AFTER)))
     }
 }
 
@@ -93,6 +98,7 @@ enum Flight {
     Idle,
     Running {
         id: u64,
+        generation: u64,
         done: Waiter,
     },
     /// The last attempt failed transiently; the task sleeps before the next one.
@@ -193,16 +199,21 @@ impl Shared {
     /// `base` is known to be broken. For the first request past the advisory deadline.
     pub(crate) fn kick(self: &Arc<Self>, base: &Arc<State>) {
         let mut flight = self.flight();
-        let busy = match &*flight {
-            Flight::Idle => false,
-            Flight::Running { .. } => true,
-            Flight::Backoff { generation, .. } | Flight::Failed { generation, .. } => {
-                *generation == base.generation
+        match &*flight {
+            Flight::Running { generation, .. } => {
+                if *generation != base.generation {
+                    // A refresh of a pair installed before this one is finishing: let a later
+                    // request start this pair's refresh once it is done.
+                    base.release_refresh();
+                }
             }
-        };
-        if !busy {
-            if let Err(error) = self.start(base, &mut flight) {
-                tracing::debug!(%error, "could not start a background token refresh");
+            Flight::Backoff { generation, .. } | Flight::Failed { generation, .. }
+                if *generation == base.generation => {}
+            _ => {
+                if let Err(error) = self.start(base, &mut flight) {
+                    base.release_refresh();
+                    tracing::debug!(%error, "could not start a background token refresh");
+                }
             }
         }
     }
@@ -214,6 +225,7 @@ impl Shared {
         let (done_tx, done) = watch::channel(None);
         *flight = Flight::Running {
             id,
+            generation: base.generation,
             done: done.clone(),
         };
         base.claim_refresh();
@@ -351,6 +363,8 @@ async fn run(
                 let installed = Arc::ptr_eq(&previous, &base);
                 drop(previous);
                 cache.settle(id, Flight::Idle);
+                // Waiters go first: a slow hook must not hold up requests.
+                done.send_replace(Some(Outcome::Done));
                 if installed {
                     cache.counters.refreshes.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(generation = next.generation, "token refreshed");
@@ -363,7 +377,6 @@ async fn run(
                         "refresh result dropped: a newer pair was installed meanwhile"
                     );
                 }
-                done.send_replace(Some(Outcome::Done));
                 return;
             }
             Err(error) => {
@@ -416,7 +429,11 @@ async fn run(
                     let mut flight = cache.flight();
                     match &*flight {
                         Flight::Backoff { id: own, .. } if *own == id => {
-                            *flight = Flight::Running { id, done: next_rx };
+                            *flight = Flight::Running {
+                                id,
+                                generation: base.generation,
+                                done: next_rx,
+                            };
                         }
                         _ => return,
                     }

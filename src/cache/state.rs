@@ -127,6 +127,11 @@ impl State {
             && !self.refresh_requested.swap(true, Ordering::AcqRel)
     }
 
+    /// Lets the next request past the advisory deadline try again.
+    pub(crate) fn release_refresh(&self) {
+        self.refresh_requested.store(false, Ordering::Release);
+    }
+
     /// Moves an unarmed state to its phase by the clock and, if this call won the race, spawns
     /// the task that marks the later deadlines. Must run inside a Tokio runtime.
     pub(crate) fn arm(self: &Arc<Self>) -> Phase {
@@ -139,7 +144,10 @@ impl State {
         ) {
             Ok(_) => {
                 if now != Phase::Expired {
-                    tokio::spawn(mark_deadlines(Arc::downgrade(self)));
+                    tokio::spawn(mark_deadlines(RearmOnDrop {
+                        state: Arc::downgrade(self),
+                        done: false,
+                    }));
                 }
                 now
             }
@@ -148,8 +156,28 @@ impl State {
     }
 }
 
-/// Sleeps to each deadline in turn and marks it; gives up once the state is gone.
-async fn mark_deadlines(state: Weak<State>) {
+/// Puts a state back to `Unarmed` if its timer task ends before marking every deadline (its
+/// runtime shut down, say), so that the next request arms a new timer instead of trusting a
+/// phase nobody will move again.
+struct RearmOnDrop {
+    state: Weak<State>,
+    done: bool,
+}
+
+impl Drop for RearmOnDrop {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(state) = self.state.upgrade() {
+                state.phase.store(Phase::Unarmed as u8, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Sleeps to each deadline in turn and marks it; gives up once the state is gone. The guard is
+/// an argument, so it is dropped with the task even if the task never ran.
+async fn mark_deadlines(mut guard: RearmOnDrop) {
+    let state = guard.state.clone();
     for phase in [Phase::Advisory, Phase::Hard, Phase::Expired] {
         let at = match state.upgrade() {
             Some(state) => match phase {
@@ -167,4 +195,5 @@ async fn mark_deadlines(state: Weak<State>) {
             None => return,
         }
     }
+    guard.done = true;
 }

@@ -390,8 +390,9 @@ impl CacheStats {
         self.replays
     }
 
-    /// The generation of the current pair: 0 for the first, and larger for every pair installed
-    /// after it (a refresh result discarded because a newer pair won also uses a number).
+    /// The generation of the current pair: 0 for the first, and a different number for every
+    /// pair installed after it. Compare generations for equality only: a refresh racing a
+    /// hand-installed pair may make the numbers arrive out of order.
     pub fn generation(&self) -> u64 {
         self.generation
     }
