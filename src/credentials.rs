@@ -63,6 +63,11 @@ impl Credentials {
         &self.project_id
     }
 
+    /// The API token, for the code that must cut it out of echoed errors.
+    pub(crate) fn api_token(&self) -> &str {
+        self.api_token.expose()
+    }
+
     /// `Basic base64(project_id:api_token)`, marked sensitive.
     pub(crate) fn basic_header(&self) -> HeaderValue {
         let mut raw = zeroize::Zeroizing::new(String::with_capacity(

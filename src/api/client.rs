@@ -218,6 +218,17 @@ impl<S> TokenClient<S> {
         &self.service
     }
 
+    /// Everything secret a request may carry, for cutting out of an echoed error: `token`, the
+    /// API token and its Basic form.
+    fn secrets_besides<'a>(&'a self, token: Option<&'a str>) -> Vec<&'a str> {
+        let basic = self.shared.basic.as_ref().and_then(|value| {
+            let value = value.to_str().ok()?;
+            value.strip_prefix("Basic ")
+        });
+        let api_token = self.shared.credentials.as_ref().map(Credentials::api_token);
+        [token, api_token, basic].into_iter().flatten().collect()
+    }
+
     fn basic(&self, endpoint: Endpoint) -> Result<HeaderValue, Error> {
         self.shared.basic.clone().ok_or_else(|| {
             Error::invalid_input(format!(
@@ -405,10 +416,12 @@ where
             })??;
 
         if !parts.status.is_success() {
-            let mut api = ApiError::from_response(parts.status, &parts.headers, &bytes);
-            if let Some(secret) = secret {
-                api.redact(secret);
-            }
+            let api = ApiError::from_response(
+                parts.status,
+                &parts.headers,
+                &bytes,
+                &self.secrets_besides(secret),
+            );
             let detail = format!("{}: {api}", endpoint.name);
             return Err(Error::api(api).with_detail(detail));
         }

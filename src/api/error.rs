@@ -46,14 +46,21 @@ pub struct ApiErrorEntry {
 }
 
 impl ApiError {
-    /// Reads a non-2xx answer. `body` may be cut short (bodies are read up to a cap); never
+    /// Reads a non-2xx answer, cutting every one of `secrets` (what the request carried) out of
+    /// whatever the server echoed. `body` may be cut short (bodies are read up to a cap); never
     /// panics on any input.
-    pub(crate) fn from_response(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+    pub(crate) fn from_response(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        secrets: &[&str],
+    ) -> Self {
         let (errors, body_text) = match parse_document(body) {
             Some(errors) => (errors, None),
-            None => (Vec::new(), bounded_text(body)),
+            // Redacted before it is cut, so a secret across the cut leaves no prefix behind.
+            None => (Vec::new(), bounded_text(&redacted(body, secrets))),
         };
-        Self {
+        let mut error = Self {
             status,
             errors: errors.into_boxed_slice(),
             body_text,
@@ -61,6 +68,19 @@ impl ApiError {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        };
+        for secret in secrets {
+            error.redact(secret);
+        }
+        error
+    }
+
+    fn for_each_field(&mut self, mut visit: impl FnMut(&mut Option<Box<str>>)) {
+        visit(&mut self.body_text);
+        for entry in &mut self.errors {
+            for field in entry.fields_mut() {
+                visit(field);
+            }
         }
     }
 
@@ -69,12 +89,7 @@ impl ApiError {
         if secret.is_empty() {
             return;
         }
-        redact_field(&mut self.body_text, secret);
-        for entry in &mut self.errors {
-            for field in entry.fields_mut() {
-                redact_field(field, secret);
-            }
-        }
+        self.for_each_field(|field| redact_field(field, secret));
     }
 
     /// The HTTP status.
@@ -263,12 +278,25 @@ impl fmt::Display for ApiErrorEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.message().or(self.detail()).or(self.title());
         match (self.code(), text) {
-            (Some(code), Some(text)) => write!(f, "{code}: {text}")?,
-            (Some(one), None) | (None, Some(one)) => f.write_str(one)?,
+            (Some(code), Some(text)) => write!(f, "{}: {}", Printable(code), Printable(text))?,
+            (Some(one), None) | (None, Some(one)) => write!(f, "{}", Printable(one))?,
             (None, None) => f.write_str("no details")?,
         }
         if let Some(attribute) = self.attribute() {
-            write!(f, " (attribute {attribute})")?;
+            write!(f, " (attribute {})", Printable(attribute))?;
+        }
+        Ok(())
+    }
+}
+
+/// Server text as it may be printed: control characters become spaces, so an answer cannot
+/// forge lines in a log.
+struct Printable<'a>(&'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            fmt::Write::write_char(f, if c.is_control() { ' ' } else { c })?;
         }
         Ok(())
     }
@@ -295,18 +323,26 @@ fn parse_document(body: &[u8]) -> Option<Vec<ApiErrorEntry>> {
     }
 }
 
-fn bounded_text(body: &[u8]) -> Option<Box<str>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// The body as text with every secret replaced.
+fn redacted(body: &[u8], secrets: &[&str]) -> String {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    text
+}
+
+fn bounded_text(text: &str) -> Option<Box<str>> {
+    if text.chars().all(char::is_whitespace) {
         return None;
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_TEXT)]);
-    // Cutting may split a character at the end: drop the replacement character it leaves.
-    let text = if body.len() > MAX_TEXT {
-        text.trim_end_matches('\u{fffd}')
-    } else {
-        &text
-    };
-    Some(text.into())
+    let mut end = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].into())
 }
 
 fn redact_field(field: &mut Option<Box<str>>, secret: &str) {
@@ -379,6 +415,7 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &HeaderMap::new(),
             body.as_bytes(),
+            &[],
         )
     }
 
@@ -512,7 +549,8 @@ mod tests {
         let err = parse(500, "");
         assert!(err.is_server_error());
         for body in [&[0xff, 0xfe, 0x00][..], b"{\"errors\":[{", &[b'{'; 300][..]] {
-            let err = ApiError::from_response(StatusCode::BAD_REQUEST, &HeaderMap::new(), body);
+            let err =
+                ApiError::from_response(StatusCode::BAD_REQUEST, &HeaderMap::new(), body, &[]);
             let _ = err.to_string();
         }
     }
@@ -545,6 +583,31 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_across_the_cut_leaves_no_prefix_and_display_drops_line_breaks() {
+        let secret = "eyJsecretTOKEN";
+        let body = format!("{}{secret}", "x".repeat(MAX_TEXT - 4));
+        let err = ApiError::from_response(
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &[secret],
+        );
+        let text = err.body_text().unwrap();
+        assert!(!text.contains("eyJ"), "{text}");
+
+        let body = r#"{"errors":[{"code":"bad","message":"line\nforged: eyJsecretTOKEN"}]}"#;
+        let err = ApiError::from_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            &[secret],
+        );
+        assert_eq!(err.errors()[0].message(), Some("line\nforged: [redacted]"));
+        // Printed (and so logged) without the line break a server could forge log lines with.
+        assert!(err.to_string().contains("line forged: [redacted]"), "{err}");
+    }
+
+    #[test]
     fn redaction_removes_a_secret_everywhere() {
         let mut err = parse(
             422,
@@ -565,7 +628,7 @@ mod tests {
     fn retry_after_seconds_and_dates() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
-        let err = ApiError::from_response(StatusCode::TOO_MANY_REQUESTS, &headers, b"");
+        let err = ApiError::from_response(StatusCode::TOO_MANY_REQUESTS, &headers, b"", &[]);
         assert!(err.is_rate_limited());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
 
