@@ -33,8 +33,89 @@ pub(crate) enum Kind {
     Timeout,
     /// A 2xx answer whose body is not what the endpoint documents.
     Decode,
-    /// The token is expired and refreshing it keeps failing for a transient reason.
+    /// A new token was needed and refreshing failed for a transient reason.
     RefreshFailed,
+    /// The refresh chain is broken (the refresh token expired or was refused): new tokens are needed.
+    ReauthenticationNeeded,
+    /// A refresh needs a Tokio runtime to run on and none was found.
+    NoRuntime,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            detail: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_detail(mut self, detail: impl Into<Box<str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<tower::BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn invalid_input(detail: impl Into<Box<str>>) -> Self {
+        Self::new(Kind::InvalidInput).with_detail(detail)
+    }
+
+    pub(crate) fn refused(detail: impl Into<Box<str>>) -> Self {
+        Self::new(Kind::Refused).with_detail(detail)
+    }
+
+    pub(crate) fn api(error: ApiError) -> Self {
+        Self::new(Kind::Api).with_source(error)
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// A constructor or builder was given input it cannot use; the message says which and why.
+    pub fn is_invalid_input(&self) -> bool {
+        self.kind == Kind::InvalidInput
+    }
+
+    /// The request was not sent: credentials may only go over HTTPS (or plain HTTP to loopback, or
+    /// where plain HTTP was explicitly allowed), and only to the allowed hosts.
+    pub fn is_refused(&self) -> bool {
+        self.kind == Kind::Refused
+    }
+
+    /// SignalWire answered with a non-2xx status; [`Error::api_error`] has the details.
+    pub fn is_api(&self) -> bool {
+        self.kind == Kind::Api
+    }
+
+    /// Connecting, sending or receiving failed below HTTP. Worth retrying.
+    pub fn is_transport(&self) -> bool {
+        self.kind == Kind::Transport
+    }
+
+    /// A call or a refresh attempt timed out. Worth retrying.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == Kind::Timeout
+    }
+
+    /// A success answer whose body could not be read as the endpoint documents.
+    pub fn is_decode(&self) -> bool {
+        self.kind == Kind::Decode
+    }
+
+    /// A new token was needed (the old one expired, or the server refused it with a 401) and
+    /// the refresh failed for a transient reason (the refresh endpoint is unreachable, slow, rate
+    /// limited or answering 5xx). The cache keeps retrying with backoff; a later request may
+    /// succeed.
+    pub fn is_refresh_failed(&self) -> bool {
+        self.kind == Kind::RefreshFailed
+    }
+
     /// The refresh chain is broken: the refresh token expired, was already spent, or the
     /// refresher said so. Requests that need a new token fail with this error, at once and
     /// without another refresh, until new tokens are installed with
