@@ -121,12 +121,16 @@ where
         let state = self.local.load();
         match self.cache.ticket(state) {
             Ticket::Ready => {
-                let (request, saved) = authorize(request, state, replay_limit);
                 let generation = state.generation;
+                let cache = self.cache.is_refreshable().then(|| self.cache.clone());
+                if replay_limit == 0 {
+                    let future = self.inner.call(authorize(request, state));
+                    return ResponseFuture::sent(future, generation, None, None, cache);
+                }
+                let (request, saved) = save(request, state, replay_limit);
                 // Only a replayable request needs a service of its own for the second send.
                 let spare = saved.as_ref().map(|_| self.inner.clone());
                 let future = self.inner.call(request);
-                let cache = self.cache.is_refreshable().then(|| self.cache.clone());
                 ResponseFuture::sent(future, generation, saved, spare, cache)
             }
             Ticket::Wait(wait) => {
@@ -165,32 +169,48 @@ impl<B> Saved<B> {
     }
 }
 
-/// Wraps the body, keeps what a replay needs (when `replay_limit` allows), and sets the header.
-pub(crate) fn authorize<B: Body>(
+/// Sets the header, wraps the body and keeps what a replay needs (when `replay_limit` allows).
+pub(crate) fn prepare<B: Body>(
     request: Request<B>,
     state: &State,
     replay_limit: usize,
 ) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
-    let (mut request, saved) = if replay_limit == 0 {
-        (request.map(ReplayBody::new), None)
+    if replay_limit == 0 {
+        (authorize(request, state), None)
     } else {
-        let (parts, body) = request.into_parts();
-        let (body, replay) = ReplayBody::recording(body, replay_limit);
-        let saved = match replay {
-            Replay::Unavailable => None,
-            replay => Some(Saved {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                version: parts.version,
-                headers: parts.headers.clone(),
-                extensions: parts.extensions.clone(),
-                replay,
-            }),
-        };
-        (Request::from_parts(parts, body), saved)
-    };
+        save(request, state, replay_limit)
+    }
+}
+
+/// The fast path: sets the header, then wraps the body, so that the request is moved once.
+#[inline]
+fn authorize<B: Body>(mut request: Request<B>, state: &State) -> Request<ReplayBody<B>> {
     request
         .headers_mut()
         .insert(AUTHORIZATION, state.header.clone());
-    (request, saved)
+    request.map(ReplayBody::new)
+}
+
+/// Wraps the body to record it, keeps the parts a replay needs, and sets the header.
+fn save<B: Body>(
+    request: Request<B>,
+    state: &State,
+    replay_limit: usize,
+) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
+    let (mut parts, body) = request.into_parts();
+    let (body, replay) = ReplayBody::recording(body, replay_limit);
+    // Kept without the `Authorization` header: the replay sets its own.
+    let saved = match replay {
+        Replay::Unavailable => None,
+        replay => Some(Saved {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+            replay,
+        }),
+    };
+    parts.headers.insert(AUTHORIZATION, state.header.clone());
+    (Request::from_parts(parts, body), saved)
 }
