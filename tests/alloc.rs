@@ -18,8 +18,8 @@ use std::{
 };
 
 use http::header::AUTHORIZATION;
-use signalwire_auth::{BasicAuthLayer, BearerAuthLayer};
-use support::{credentials, drain, noop, request, request_1k, sat, send, valid_cache};
+use signalwire_auth::BearerAuthLayer;
+use support::{bearer_value, drain, floor, request, request_1k, sat, send, valid_cache, variants};
 use tower::{Layer, Service};
 
 struct Counting;
@@ -85,39 +85,39 @@ fn count(mut round: impl FnMut()) -> u64 {
 }
 
 /// The floor: build the request, insert one header, send it to the no-op service.
-fn floor() -> u64 {
-    let value = credentials_header();
-    let floor = count(|| {
-        let mut req = request();
-        req.headers_mut().insert(AUTHORIZATION, value.clone());
-        black_box(send(&mut noop(), req));
+fn floor_count() -> u64 {
+    let value = bearer_value(&sat("bench"));
+    let base = count(|| {
+        black_box(floor(request(), &value));
     });
     assert!(
-        floor >= ROUNDS,
-        "building a request allocates (its URI at least); a count of {floor} means the \
+        base >= ROUNDS,
+        "building a request allocates (its URI at least); a count of {base} means the \
          counting allocator is not in use"
     );
-    floor
+    base
 }
 
-fn credentials_header() -> http::HeaderValue {
-    let mut value =
-        http::HeaderValue::try_from(format!("Bearer {}", sat("bench"))).expect("a valid header");
-    value.set_sensitive(true);
-    value
-}
-
-/// Allocations per request that `service` adds to the floor, on `request()`.
-fn added_by<S>(mut service: S) -> (u64, u64)
+/// Asserts that `service` allocates nothing per request beyond the floor.
+fn assert_adds_nothing<S>(name: &str, mut service: S)
 where
     S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>>,
     S::Error: std::fmt::Debug,
 {
-    let floor = floor();
+    let base = floor_count();
     let total = count(|| {
         black_box(send(&mut service, request()));
     });
-    (floor, total)
+    println!(
+        "floor: {:.2} allocations per request; {name}: {:.2}",
+        base as f64 / ROUNDS as f64,
+        total as f64 / ROUNDS as f64
+    );
+    assert_eq!(
+        total, base,
+        "{name} allocates on its fast path: {total} allocations for {ROUNDS} requests, the \
+         floor makes {base}"
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -129,13 +129,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn basic_fast_path_allocates_nothing_beyond_the_request() {
-    let (floor, total) = added_by(BasicAuthLayer::new(credentials()).layer(noop()));
-    println!(
-        "floor: {:.2} allocations per request; BasicAuth: {:.2}",
-        floor as f64 / ROUNDS as f64,
-        total as f64 / ROUNDS as f64
-    );
-    assert_eq!(total, floor, "BasicAuth allocates on its fast path");
+    assert_adds_nothing("BasicAuth", variants::basic_auth());
 }
 
 #[test]
@@ -144,29 +138,18 @@ fn bearer_fast_path_allocates_nothing_beyond_the_request() {
     // The cache arms its deadline timer on first use, which needs a runtime.
     let _guard = rt.enter();
     let (cache, refreshes) = valid_cache(&sat("bench"));
-    let service = BearerAuthLayer::new(cache).replay_limit(0).layer(noop());
-    let (floor, total) = added_by(service);
-    println!(
-        "floor: {:.2} allocations per request; BearerAuth (cache, replay off): {:.2}",
-        floor as f64 / ROUNDS as f64,
-        total as f64 / ROUNDS as f64
+    assert_adds_nothing(
+        "BearerAuth (cache, replay off)",
+        variants::bearer_replay_off(&cache),
     );
-    assert_eq!(total, floor, "BearerAuth allocates on its fast path");
     assert_eq!(refreshes.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
 #[test]
 fn bearer_from_a_fixed_token_allocates_nothing_beyond_the_request() {
-    let layer = BearerAuthLayer::from_token(sat("bench")).expect("a valid token");
-    let (floor, total) = added_by(layer.layer(noop()));
-    println!(
-        "floor: {:.2} allocations per request; BearerAuth (fixed token): {:.2}",
-        floor as f64 / ROUNDS as f64,
-        total as f64 / ROUNDS as f64
-    );
-    assert_eq!(
-        total, floor,
-        "BearerAuth (fixed token) allocates per request"
+    assert_adds_nothing(
+        "BearerAuth (fixed token)",
+        variants::bearer_fixed_token(&sat("bench")),
     );
 }
 
@@ -185,17 +168,15 @@ fn bearer_with_replay_on_allocates_a_bounded_amount() {
     let rt = runtime();
     let _guard = rt.enter();
     let (cache, _) = valid_cache(&sat("bench"));
-    let mut service = BearerAuthLayer::new(cache.clone()).layer(noop());
+    let mut service = variants::bearer_replay_on(&cache);
 
-    let floor = floor();
+    let base = floor_count();
     let empty = count(|| {
         black_box(send(&mut service, request()));
     });
-    let value = credentials_header();
+    let value = bearer_value(&sat("bench"));
     let kib_floor = count(|| {
-        let mut req = request_1k();
-        req.headers_mut().insert(AUTHORIZATION, value.clone());
-        black_box(send(&mut noop(), req));
+        black_box(floor(request_1k(), &value));
     });
     let kib = count(|| {
         black_box(send(&mut service, request_1k()));
@@ -212,7 +193,7 @@ fn bearer_with_replay_on_allocates_a_bounded_amount() {
 
     let per = |n: u64, base: u64| (n as f64 - base as f64) / ROUNDS as f64;
     let (empty_added, kib_added, kib_read_added) = (
-        per(empty, floor),
+        per(empty, base),
         per(kib, kib_floor),
         per(kib_read, kib_read_floor),
     );

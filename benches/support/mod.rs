@@ -45,6 +45,25 @@ pub fn sat(tag: &str) -> String {
     format!("{header}..{tag}-iv-0123456.{ciphertext}.tag-0123456789abcdef")
 }
 
+/// `Authorization: Bearer <token>`, marked sensitive: what the floor inserts.
+pub fn bearer_value(token: &str) -> HeaderValue {
+    let mut value = HeaderValue::try_from(format!("Bearer {token}")).expect("a valid header");
+    value.set_sensitive(true);
+    value
+}
+
+/// The floor: the request built, one header inserted by hand, sent to the no-op service.
+#[inline]
+pub fn floor<B>(request: Request<B>, value: &HeaderValue) -> Response<()>
+where
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    let mut request = request;
+    request.headers_mut().insert(AUTHORIZATION, value.clone());
+    send(&mut noop(), request)
+}
+
 pub fn credentials() -> Credentials {
     Credentials::new(PROJECT_ID, API_TOKEN).expect("the seed credentials are valid")
 }
@@ -164,6 +183,63 @@ impl Respond for Accept {
     }
 }
 
+/// The variants measured, each in front of the no-op service.
+pub mod variants {
+    use signalwire_auth::{BasicAuth, BasicAuthLayer, BearerAuth, BearerAuthLayer, TokenCache};
+    use tower::Layer;
+    use tower_http::auth::{AddAuthorization, AddAuthorizationLayer};
+
+    use super::{API_TOKEN, NaiveStd, NaiveTokio, Noop, PROJECT_ID, credentials, noop};
+
+    /// tower-http's, with the value marked sensitive like ours.
+    pub fn add_authorization_basic() -> AddAuthorization<Noop> {
+        AddAuthorizationLayer::basic(PROJECT_ID, API_TOKEN)
+            .as_sensitive(true)
+            .layer(noop())
+    }
+
+    pub fn add_authorization_bearer(token: &str) -> AddAuthorization<Noop> {
+        AddAuthorizationLayer::bearer(token)
+            .as_sensitive(true)
+            .layer(noop())
+    }
+
+    pub fn basic_auth() -> BasicAuth<Noop> {
+        BasicAuthLayer::new(credentials()).layer(noop())
+    }
+
+    pub fn bearer_replay_off(cache: &TokenCache) -> BearerAuth<Noop> {
+        BearerAuthLayer::new(cache.clone())
+            .replay_limit(0)
+            .layer(noop())
+    }
+
+    /// With the default replay limit (64 KiB).
+    pub fn bearer_replay_on(cache: &TokenCache) -> BearerAuth<Noop> {
+        BearerAuthLayer::new(cache.clone()).layer(noop())
+    }
+
+    pub fn bearer_fixed_token(token: &str) -> BearerAuth<Noop> {
+        BearerAuthLayer::from_token(token)
+            .expect("a valid token")
+            .layer(noop())
+    }
+
+    pub fn naive_std_rwlock(token: &str) -> NaiveStd<Noop> {
+        NaiveStd {
+            inner: noop(),
+            token: std::sync::RwLock::new(token.to_owned()).into(),
+        }
+    }
+
+    pub fn naive_tokio_rwlock(token: &str) -> NaiveTokio<Noop> {
+        NaiveTokio {
+            inner: noop(),
+            token: tokio::sync::RwLock::new(token.to_owned()).into(),
+        }
+    }
+}
+
 /// Polls a future once with a no-op waker; for futures that are ready at once (the hot path).
 /// Cheaper and steadier than a runtime's `block_on`.
 #[inline]
@@ -204,13 +280,10 @@ pub fn valid_cache(token: &str) -> (TokenCache, Arc<AtomicUsize>) {
     (cache, calls)
 }
 
-/// A cache whose token expired a minute ago; its refresher counts its calls and returns a
-/// token `next` valid for an hour.
+/// A cache whose token expired the moment it was issued; its refresher counts its calls and
+/// returns a token `next` valid for an hour.
 pub fn expired_cache(old: &str, next: &str) -> (TokenCache, Arc<AtomicUsize>) {
-    let issued = Instant::now()
-        .checked_sub(Duration::from_secs(3660))
-        .expect("the clock is more than an hour past its origin");
-    let pair = TokenPair::new(old, issued, Duration::from_secs(3600)).expect("a valid token");
+    let pair = TokenPair::new(old, Instant::now(), Duration::ZERO).expect("a valid token");
     refreshing_cache(pair, next)
 }
 
@@ -303,4 +376,22 @@ where
             inner.call(request).await
         })
     }
+}
+
+/// Short runs by default, so that `cargo bench` stays within a few minutes on two cores;
+/// criterion's own defaults with `SW_BENCH_FULL=1`. Command-line flags (`--warm-up-time`,
+/// `--measurement-time`, `--sample-size`) override either.
+pub fn config() -> criterion::Criterion {
+    if full() {
+        criterion::Criterion::default()
+    } else {
+        criterion::Criterion::default()
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+    }
+}
+
+/// Whether `SW_BENCH_FULL` asks for the full sweep.
+pub fn full() -> bool {
+    std::env::var_os("SW_BENCH_FULL").is_some_and(|v| v != "0")
 }
