@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use http::{Uri, uri::Scheme};
+use http::Uri;
 
 use crate::{Error, Space, space::is_loopback};
 
@@ -62,8 +62,7 @@ impl Target {
         // The default rule on an https URI needs no host: parsing it (`Uri::host`) would cost
         // more than the rest of the middleware. (`host()` is `Some` exactly when `authority()`
         // is.) Inline, with the rest out of line, so the fast path is a few comparisons.
-        if self.hosts.is_none() && uri.scheme() == Some(&Scheme::HTTPS) && uri.authority().is_some()
-        {
+        if self.hosts.is_none() && uri.scheme_str() == Some("https") && uri.authority().is_some() {
             Ok(())
         } else {
             self.check_host(uri)

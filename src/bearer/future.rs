@@ -117,6 +117,8 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
+    // Inline: lets the caller take the response without a copy through this frame.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
