@@ -27,7 +27,10 @@ pub struct BearerAuth<S> {
     /// This clone's view of the current state: revalidated with one relaxed pointer load.
     local: LocalCache,
     target: Target,
+    /// `replay_limit`, or 0 for a token that cannot be refreshed (a replay could not help).
     replay_limit: usize,
+    /// Kept here so that a request does not read the shared cache to learn it.
+    refreshable: bool,
 }
 
 /// Marks a 401 response that [`BearerAuth`] passed back without replaying its request,
@@ -40,12 +43,14 @@ pub struct ReplaySkipped;
 
 impl<S> BearerAuth<S> {
     pub(crate) fn new(inner: S, cache: TokenCache, target: Target, replay_limit: usize) -> Self {
+        let refreshable = cache.is_refreshable();
         Self {
             inner,
             local: cache.local(),
             cache,
             target,
-            replay_limit,
+            replay_limit: if refreshable { replay_limit } else { 0 },
+            refreshable,
         }
     }
 
@@ -78,6 +83,7 @@ impl<S: Clone> Clone for BearerAuth<S> {
             local: self.local.clone(),
             target: self.target.clone(),
             replay_limit: self.replay_limit,
+            refreshable: self.refreshable,
         }
     }
 }
@@ -113,16 +119,12 @@ where
         if let Err(error) = self.target.check(request.uri()) {
             return ResponseFuture::failed(error.into());
         }
-        let replay_limit = if self.cache.is_refreshable() {
-            self.replay_limit
-        } else {
-            0
-        };
+        let replay_limit = self.replay_limit;
         let state = self.local.load();
         match self.cache.ticket(state) {
             Ticket::Ready => {
                 let generation = state.generation;
-                let cache = self.cache.is_refreshable().then(|| self.cache.clone());
+                let cache = self.refreshable.then(|| self.cache.clone());
                 if replay_limit == 0 {
                     let future = self.inner.call(authorize(request, state));
                     return ResponseFuture::sent(future, generation, None, None, cache);
