@@ -114,6 +114,8 @@ fn threads(c: &mut Criterion) {
     let bearer = variants::bearer_replay_off(&cache);
     // Arm the cache's timer here, where a runtime is entered; the threads then never need one.
     send(&mut bearer.clone(), request());
+    // No refresh, so no cache handle per request: isolates what that handle costs.
+    let fixed = variants::bearer_fixed_token(&token);
     let anchor = variants::add_authorization_bearer(&token);
     let naive = variants::naive_std_rwlock(&token);
 
@@ -122,6 +124,9 @@ fn threads(c: &mut Criterion) {
     for threads in [1, 2] {
         group.bench_function(format!("bearer_cache_replay_off/{threads}"), |b| {
             b.iter_custom(|iters| split(&bearer, threads, iters))
+        });
+        group.bench_function(format!("bearer_fixed_token/{threads}"), |b| {
+            b.iter_custom(|iters| split(&fixed, threads, iters))
         });
         group.bench_function(format!("add_authorization_bearer/{threads}"), |b| {
             b.iter_custom(|iters| split(&anchor, threads, iters))
