@@ -54,6 +54,8 @@ fn single_request(c: &mut Criterion) {
     bench_service(&mut group, "add_authorization_basic", service, request);
     let service = variants::add_authorization_bearer(&token);
     bench_service(&mut group, "add_authorization_bearer", service, request);
+    let service = variants::wrap_body_only(&token);
+    bench_service(&mut group, "wrap_body_only", service, request);
     bench_service(&mut group, "basic_auth", variants::basic_auth(), request);
 
     let (cache, refreshes) = valid_cache(&token);

@@ -22,6 +22,7 @@ const VARIANTS: &[&str] = &[
     "floor",
     "add_authorization_basic",
     "add_authorization_bearer",
+    "wrap_body_only",
     "basic_auth",
     "bearer_cache_replay_off",
     "bearer_cache_replay_on",
@@ -71,6 +72,7 @@ fn main() {
         }
         "add_authorization_basic" => run(variants::add_authorization_basic(), n),
         "add_authorization_bearer" => run(variants::add_authorization_bearer(&token), n),
+        "wrap_body_only" => run(variants::wrap_body_only(&token), n),
         "basic_auth" => run(variants::basic_auth(), n),
         "bearer_cache_replay_off" => run(variants::bearer_replay_off(&cache), n),
         "bearer_cache_replay_on" => run(variants::bearer_replay_on(&cache), n),

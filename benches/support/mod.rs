@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body::Body;
 use http_body_util::{Empty, Full};
-use signalwire_auth::{Credentials, RefreshError, TokenCache, TokenPair};
+use signalwire_auth::{Credentials, RefreshError, ReplayBody, TokenCache, TokenPair};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -189,7 +189,10 @@ pub mod variants {
     use tower::Layer;
     use tower_http::auth::{AddAuthorization, AddAuthorizationLayer};
 
-    use super::{API_TOKEN, NaiveStd, NaiveTokio, Noop, PROJECT_ID, credentials, noop};
+    use super::{
+        API_TOKEN, NaiveStd, NaiveTokio, Noop, PROJECT_ID, WrapBody, bearer_value, credentials,
+        noop,
+    };
 
     /// tower-http's, with the value marked sensitive like ours.
     pub fn add_authorization_basic() -> AddAuthorization<Noop> {
@@ -202,6 +205,13 @@ pub mod variants {
         AddAuthorizationLayer::bearer(token)
             .as_sensitive(true)
             .layer(noop())
+    }
+
+    pub fn wrap_body_only(token: &str) -> WrapBody<Noop> {
+        WrapBody {
+            inner: noop(),
+            value: bearer_value(token),
+        }
     }
 
     pub fn basic_auth() -> BasicAuth<Noop> {
@@ -333,6 +343,36 @@ where
         };
         request.headers_mut().insert(AUTHORIZATION, value);
         self.inner.call(request)
+    }
+}
+
+/// What any layer that hands its inner service a `ReplayBody` pays at least: the header
+/// inserted and the body wrapped, nothing else. Tells the cost of `BearerAuth`'s body type
+/// apart from the cost of its logic.
+#[derive(Clone, Debug)]
+pub struct WrapBody<S> {
+    pub inner: S,
+    pub value: HeaderValue,
+}
+
+impl<S, B> Service<Request<B>> for WrapBody<S>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    B: Body,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, self.value.clone());
+        self.inner.call(request.map(ReplayBody::new))
     }
 }
 
