@@ -313,6 +313,14 @@ pub fn refreshing_cache(pair: TokenPair, next: &str) -> (TokenCache, Arc<AtomicU
     (cache, calls)
 }
 
+/// What the hand-written designs do per request: format the header, then parse it back.
+#[inline]
+fn naive_header(token: &str) -> HeaderValue {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).expect("a valid header");
+    value.set_sensitive(true);
+    value
+}
+
 /// The middleware people write by hand: the token in a `std::sync::RwLock<String>`, the
 /// header formatted and parsed on every request.
 #[derive(Clone, Debug)]
@@ -334,13 +342,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let value = {
-            let token = self.token.read().expect("not poisoned");
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {token}")).expect("a valid header");
-            value.set_sensitive(true);
-            value
-        };
+        let value = naive_header(&self.token.read().expect("not poisoned"));
         request.headers_mut().insert(AUTHORIZATION, value);
         self.inner.call(request)
     }
@@ -405,13 +407,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let token = Arc::clone(&self.token);
         Box::pin(async move {
-            let value = {
-                let token = token.read().await;
-                let mut value =
-                    HeaderValue::from_str(&format!("Bearer {token}")).expect("a valid header");
-                value.set_sensitive(true);
-                value
-            };
+            let value = naive_header(&*token.read().await);
             request.headers_mut().insert(AUTHORIZATION, value);
             inner.call(request).await
         })
