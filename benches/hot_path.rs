@@ -7,11 +7,9 @@
 
 mod support;
 
-use std::{hint::black_box, thread, time::Duration, time::Instant};
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::Request;
-use support::{bearer_value, floor, request, request_1k, sat, send, valid_cache, variants};
+use support::{bearer_value, floor, request, request_1k, sat, send, split, valid_cache, variants};
 use tower::Service;
 
 /// Requests per measured iteration of the thread-scaling benchmarks, split across the threads.
@@ -86,28 +84,6 @@ fn single_request(c: &mut Criterion) {
     );
 }
 
-/// `BATCH * iters` requests split across `threads` threads, each with its own clone of
-/// `service` (as each task of a client has); returns the wall time of the whole.
-fn split<S>(service: &S, threads: u64, iters: u64) -> Duration
-where
-    S: Service<Request<http_body_util::Empty<bytes::Bytes>>> + Clone + Send + Sync,
-    S::Error: std::fmt::Debug,
-{
-    let per_thread = BATCH / threads * iters;
-    let start = Instant::now();
-    thread::scope(|scope| {
-        for _ in 0..threads {
-            let mut service = service.clone();
-            scope.spawn(move || {
-                for _ in 0..per_thread {
-                    black_box(send(&mut service, request()));
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
-
 fn threads(c: &mut Criterion) {
     let rt = runtime();
     let _guard = rt.enter();
@@ -125,16 +101,16 @@ fn threads(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
     for threads in [1, 2] {
         group.bench_function(format!("bearer_cache_replay_off/{threads}"), |b| {
-            b.iter_custom(|iters| split(&bearer, threads, iters))
+            b.iter_custom(|iters| split(&bearer, request, threads, BATCH * iters))
         });
         group.bench_function(format!("bearer_fixed_token/{threads}"), |b| {
-            b.iter_custom(|iters| split(&fixed, threads, iters))
+            b.iter_custom(|iters| split(&fixed, request, threads, BATCH * iters))
         });
         group.bench_function(format!("add_authorization_bearer/{threads}"), |b| {
-            b.iter_custom(|iters| split(&anchor, threads, iters))
+            b.iter_custom(|iters| split(&anchor, request, threads, BATCH * iters))
         });
         group.bench_function(format!("naive_std_rwlock/{threads}"), |b| {
-            b.iter_custom(|iters| split(&naive, threads, iters))
+            b.iter_custom(|iters| split(&naive, request, threads, BATCH * iters))
         });
     }
     group.finish();

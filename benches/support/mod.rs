@@ -272,6 +272,43 @@ where
     poll_now(service.call(request)).expect("the request succeeds")
 }
 
+/// `requests` requests built by `make`, split across `threads` threads, each with its own clone
+/// of `service` (as each task of a client has); returns the wall time of the whole.
+pub fn split<S, B>(service: &S, make: fn() -> Request<B>, threads: u64, requests: u64) -> Duration
+where
+    S: Service<Request<B>> + Clone + Send + Sync,
+    S::Error: std::fmt::Debug,
+{
+    split_with(threads, requests, || {
+        let mut service = service.clone();
+        move || {
+            std::hint::black_box(send(&mut service, make()));
+        }
+    })
+}
+
+/// `requests` calls split across `threads` threads, each calling the closure `worker` made
+/// for it; returns the wall time of the whole.
+pub fn split_with<W, F>(threads: u64, requests: u64, worker: W) -> Duration
+where
+    W: Fn() -> F + Sync,
+    F: FnMut() + Send,
+{
+    let per_thread = requests / threads;
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let mut one = worker();
+            scope.spawn(move || {
+                for _ in 0..per_thread {
+                    one();
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 /// A cache holding a token valid for an hour, with a refresher that must never run; returns
 /// the counter of refresher calls alongside.
 pub fn valid_cache(token: &str) -> (TokenCache, Arc<AtomicUsize>) {
@@ -407,7 +444,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let token = Arc::clone(&self.token);
         Box::pin(async move {
-            let value = naive_header(&*token.read().await);
+            let value = naive_header(&token.read().await);
             request.headers_mut().insert(AUTHORIZATION, value);
             inner.call(request).await
         })
