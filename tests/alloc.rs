@@ -98,8 +98,8 @@ fn floor_count() -> u64 {
     base
 }
 
-/// Asserts that `service` allocates nothing per request beyond the floor.
-fn assert_adds_nothing<S>(name: &str, mut service: S)
+/// Allocations made by the floor and by `service` over `ROUNDS` requests each.
+fn floor_and<S>(mut service: S) -> (u64, u64)
 where
     S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>>,
     S::Error: std::fmt::Debug,
@@ -108,6 +108,16 @@ where
     let total = count(|| {
         black_box(send(&mut service, request()));
     });
+    (base, total)
+}
+
+/// Asserts that `service` allocates nothing per request beyond the floor.
+fn assert_adds_nothing<S>(name: &str, service: S)
+where
+    S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let (base, total) = floor_and(service);
     println!(
         "floor: {:.2} allocations per request; {name}: {:.2}",
         base as f64 / ROUNDS as f64,
@@ -216,4 +226,20 @@ fn bearer_with_replay_on_allocates_a_bounded_amount() {
         "replay on, 1 KiB body read: {kib_read_added:.2} allocations per request, more than the \
          {KIB_READ_BOUND} measured"
     );
+}
+
+/// The designs written by hand, for the comparison in BENCHMARKS.md: formatting the header per
+/// request allocates the `String` (and grows it) and the header's copy of it; the Tokio one
+/// also boxes its future.
+#[test]
+fn hand_written_designs_allocate_per_request() {
+    let token = sat("bench");
+    let added = |(base, total): (u64, u64)| (total - base) / ROUNDS;
+    let std_lock = added(floor_and(variants::naive_std_rwlock(&token)));
+    let tokio_lock = added(floor_and(variants::naive_tokio_rwlock(&token)));
+    println!(
+        "hand-written, allocations added per request: std RwLock {std_lock}, tokio RwLock {tokio_lock}"
+    );
+    assert!(std_lock >= 2, "the String and the header's copy");
+    assert_eq!(tokio_lock, std_lock + 1, "the same, and the boxed future");
 }
