@@ -214,6 +214,8 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    // Inline: lets the caller take the response without a copy through this frame.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Called { future } => {

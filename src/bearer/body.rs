@@ -42,13 +42,20 @@ pin_project! {
         Recording {
             lease: Lease<B>,
         },
+        // Boxed: only a replay needs it, and inline it would triple the size of every body
+        // (and of every request) on the fast path.
         Replayed {
-            chunks: VecDeque<Bytes>,
-            trailers: Option<HeaderMap>,
-            // What the first send left unread, if it stopped early.
-            rest: Option<Pin<Box<B>>>,
+            replayed: Box<Replayed<B>>,
         },
     }
+}
+
+/// What a replay sends: the recorded chunks and trailers, then what the first send left unread.
+struct Replayed<B> {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    // What the first send left unread, if it stopped early.
+    rest: Option<Pin<Box<B>>>,
 }
 
 /// The original body, on loan to the first send; returned to the [`Tee`] if dropped unfinished.
@@ -148,9 +155,11 @@ impl<B> Replay<B> {
         };
         Some(ReplayBody {
             kind: Kind::Replayed {
-                chunks,
-                trailers,
-                rest,
+                replayed: Box::new(Replayed {
+                    chunks,
+                    trailers,
+                    rest,
+                }),
             },
         })
     }
@@ -261,11 +270,12 @@ impl<B: Body> Body for ReplayBody<B> {
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Replayed {
-                chunks,
-                trailers,
-                rest,
-            } => {
+            KindProj::Replayed { replayed } => {
+                let Replayed {
+                    chunks,
+                    trailers,
+                    rest,
+                } = &mut **replayed;
                 if let Some(chunk) = chunks.pop_front() {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
@@ -283,11 +293,12 @@ impl<B: Body> Body for ReplayBody<B> {
         match &self.kind {
             Kind::Plain { body } => body.is_end_stream(),
             Kind::Recording { lease } => lease.body.as_ref().is_none_or(|b| b.is_end_stream()),
-            Kind::Replayed {
-                chunks,
-                trailers,
-                rest,
-            } => {
+            Kind::Replayed { replayed } => {
+                let Replayed {
+                    chunks,
+                    trailers,
+                    rest,
+                } = &**replayed;
                 chunks.is_empty()
                     && trailers.is_none()
                     && rest.as_ref().is_none_or(|b| b.is_end_stream())
@@ -302,7 +313,8 @@ impl<B: Body> Body for ReplayBody<B> {
                 .body
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
-            Kind::Replayed { chunks, rest, .. } => {
+            Kind::Replayed { replayed } => {
+                let Replayed { chunks, rest, .. } = &**replayed;
                 let buffered: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                 match rest {
                     None => SizeHint::with_exact(buffered),

@@ -19,7 +19,7 @@ use tower_service::Service;
 
 use super::{
     ReplayBody,
-    service::{ReplaySkipped, Saved, authorize},
+    service::{ReplaySkipped, Saved, prepare},
 };
 use crate::{Error, TokenCache, cache::State as TokenState};
 
@@ -49,12 +49,15 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
     {
+        // The states other than `Sent` are off the fast path, and box what they hold so that
+        // every request's future stays small (it is moved at least once per request).
+        //
         // The token is about to expire or has: waiting for the refresh in flight.
-        Waiting { wait: Wait, request: Option<Request<B>> },
+        Waiting { wait: Wait, request: Option<Box<Request<B>>> },
         Sent { #[pin] future: S::Future, generation: u64 },
         // A 401 came back: waiting for a newer token to replay with.
-        Reauthorizing { wait: Wait, request: Option<Request<ReplayBody<B>>> },
-        Replaying { #[pin] future: Oneshot<S, Request<ReplayBody<B>>> },
+        Reauthorizing { wait: Wait, request: Option<Box<Request<ReplayBody<B>>>> },
+        Replaying { future: Pin<Box<Oneshot<S, Request<ReplayBody<B>>>>> },
         Failed { error: Option<BoxError> },
     }
 }
@@ -89,7 +92,7 @@ where
         Self {
             state: State::Waiting {
                 wait,
-                request: Some(request),
+                request: Some(Box::new(request)),
             },
             cache: Some(cache),
             saved: None,
@@ -117,6 +120,8 @@ where
 {
     type Output = Result<Response<ResB>, BoxError>;
 
+    // Inline: lets the caller take the response without a copy through this frame.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -124,7 +129,7 @@ where
                 StateProj::Waiting { wait, request } => {
                     let state = ready!(wait.as_mut().poll(cx))?;
                     let request = request.take().expect("polled after completion");
-                    let (request, saved) = authorize(request, &state, *this.replay_limit);
+                    let (request, saved) = prepare(*request, &state, *this.replay_limit);
                     let service = this.service.as_mut().expect("the ready service is kept");
                     let future = service.call(request);
                     *this.saved = saved;
@@ -162,7 +167,7 @@ where
                     drop(response);
                     this.state.set(State::Reauthorizing {
                         wait,
-                        request: Some(request),
+                        request: Some(Box::new(request)),
                     });
                 }
                 StateProj::Reauthorizing { wait, request } => {
@@ -177,11 +182,11 @@ where
                     }
                     // `Oneshot` drives the clone ready before calling it.
                     this.state.set(State::Replaying {
-                        future: Oneshot::new(service, request),
+                        future: Box::pin(Oneshot::new(service, *request)),
                     });
                 }
                 StateProj::Replaying { future } => {
-                    return Poll::Ready(ready!(future.poll(cx)).map_err(Into::into));
+                    return Poll::Ready(ready!(future.as_mut().poll(cx)).map_err(Into::into));
                 }
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().expect("polled after completion")));

@@ -27,7 +27,10 @@ pub struct BearerAuth<S> {
     /// This clone's view of the current state: revalidated with one relaxed pointer load.
     local: LocalCache,
     target: Target,
+    /// `replay_limit`, or 0 for a token that cannot be refreshed (a replay could not help).
     replay_limit: usize,
+    /// Kept here so that a request does not read the shared cache to learn it.
+    refreshable: bool,
 }
 
 /// Marks a 401 response that [`BearerAuth`] passed back without replaying its request,
@@ -40,12 +43,14 @@ pub struct ReplaySkipped;
 
 impl<S> BearerAuth<S> {
     pub(crate) fn new(inner: S, cache: TokenCache, target: Target, replay_limit: usize) -> Self {
+        let refreshable = cache.is_refreshable();
         Self {
             inner,
             local: cache.local(),
             cache,
             target,
-            replay_limit,
+            replay_limit: if refreshable { replay_limit } else { 0 },
+            refreshable,
         }
     }
 
@@ -78,6 +83,7 @@ impl<S: Clone> Clone for BearerAuth<S> {
             local: self.local.clone(),
             target: self.target.clone(),
             replay_limit: self.replay_limit,
+            refreshable: self.refreshable,
         }
     }
 }
@@ -113,20 +119,20 @@ where
         if let Err(error) = self.target.check(request.uri()) {
             return ResponseFuture::failed(error.into());
         }
-        let replay_limit = if self.cache.is_refreshable() {
-            self.replay_limit
-        } else {
-            0
-        };
+        let replay_limit = self.replay_limit;
         let state = self.local.load();
         match self.cache.ticket(state) {
             Ticket::Ready => {
-                let (request, saved) = authorize(request, state, replay_limit);
                 let generation = state.generation;
+                let cache = self.refreshable.then(|| self.cache.clone());
+                if replay_limit == 0 {
+                    let future = self.inner.call(authorize(request, state));
+                    return ResponseFuture::sent(future, generation, None, None, cache);
+                }
+                let (request, saved) = save(request, state, replay_limit);
                 // Only a replayable request needs a service of its own for the second send.
                 let spare = saved.as_ref().map(|_| self.inner.clone());
                 let future = self.inner.call(request);
-                let cache = self.cache.is_refreshable().then(|| self.cache.clone());
                 ResponseFuture::sent(future, generation, saved, spare, cache)
             }
             Ticket::Wait(wait) => {
@@ -165,32 +171,48 @@ impl<B> Saved<B> {
     }
 }
 
-/// Wraps the body, keeps what a replay needs (when `replay_limit` allows), and sets the header.
-pub(crate) fn authorize<B: Body>(
+/// Sets the header, wraps the body and keeps what a replay needs (when `replay_limit` allows).
+pub(crate) fn prepare<B: Body>(
     request: Request<B>,
     state: &State,
     replay_limit: usize,
 ) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
-    let (mut request, saved) = if replay_limit == 0 {
-        (request.map(ReplayBody::new), None)
+    if replay_limit == 0 {
+        (authorize(request, state), None)
     } else {
-        let (parts, body) = request.into_parts();
-        let (body, replay) = ReplayBody::recording(body, replay_limit);
-        let saved = match replay {
-            Replay::Unavailable => None,
-            replay => Some(Saved {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                version: parts.version,
-                headers: parts.headers.clone(),
-                extensions: parts.extensions.clone(),
-                replay,
-            }),
-        };
-        (Request::from_parts(parts, body), saved)
-    };
+        save(request, state, replay_limit)
+    }
+}
+
+/// The fast path: sets the header, then wraps the body, so that the request is moved once.
+#[inline]
+fn authorize<B: Body>(mut request: Request<B>, state: &State) -> Request<ReplayBody<B>> {
     request
         .headers_mut()
         .insert(AUTHORIZATION, state.header.clone());
-    (request, saved)
+    request.map(ReplayBody::new)
+}
+
+/// Wraps the body to record it, keeps the parts a replay needs, and sets the header.
+fn save<B: Body>(
+    request: Request<B>,
+    state: &State,
+    replay_limit: usize,
+) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
+    let (mut parts, body) = request.into_parts();
+    let (body, replay) = ReplayBody::recording(body, replay_limit);
+    // Kept without the `Authorization` header: the replay sets its own.
+    let saved = match replay {
+        Replay::Unavailable => None,
+        replay => Some(Saved {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+            replay,
+        }),
+    };
+    parts.headers.insert(AUTHORIZATION, state.header.clone());
+    (Request::from_parts(parts, body), saved)
 }

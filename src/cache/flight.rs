@@ -122,9 +122,22 @@ pub(crate) struct Counters {
     pub(crate) replays: AtomicU64,
 }
 
+/// Keeps what every request reads on a cache line of its own, away from the reference counts
+/// that request futures write: shared, a written line costs every other core a miss.
+#[repr(align(128))]
+pub(crate) struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Everything a cache handle points to.
 pub(crate) struct Shared {
-    pub(crate) current: ArcSwap<State>,
+    pub(crate) current: Padded<ArcSwap<State>>,
     pub(crate) refresher: Option<Arc<dyn DynRefresh>>,
     pub(crate) settings: Settings,
     pub(crate) counters: Counters,
@@ -153,7 +166,7 @@ impl Shared {
     ) -> Self {
         let margins = refresher.as_ref().map(|_| settings.margins);
         Self {
-            current: ArcSwap::from_pointee(State::new(pair, 0, margins)),
+            current: Padded(ArcSwap::from_pointee(State::new(pair, 0, margins))),
             refresher,
             settings,
             counters: Counters::default(),

@@ -1,0 +1,191 @@
+//! Two tools beside the criterion benchmarks, for a machine shared with other work:
+//!
+//! - `best` (what `cargo bench` runs): every variant of `hot_path` timed in rounds, the variants
+//!   interleaved within each round, keeping each one's fastest run. A burst of other work then
+//!   slows one run of every variant rather than all the samples of one, and the minimum ignores
+//!   it. Prints the ratios to `AddAuthorization` and to the floor, and the 2-thread scaling.
+//! - `count <variant> <requests>`: sends the requests through one variant and exits, to be
+//!   counted with callgrind; two counts give the instructions per request:
+//!
+//! ```text
+//! cargo bench --bench driver --no-run
+//! B=$(ls -t target/release/deps/driver-* | grep -v '\.d$' | head -1)
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B count bearer_cache_replay_off 1000
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null $B count bearer_cache_replay_off 21000
+//! ```
+//!
+//! (the difference of the two "Collected" totals, divided by 20,000).
+
+mod support;
+
+use std::{hint::black_box, time::Duration};
+
+use http::Request;
+use support::{
+    bearer_value, floor, request, request_1k, sat, send, split, split_with, valid_cache, variants,
+};
+use tower::Service;
+
+/// Requests per timed run; a run takes tens of milliseconds.
+const REQUESTS: u64 = 200_000;
+
+/// A variant as the driver runs it: `(threads, requests)` to the wall time they took.
+type Run = Box<dyn FnMut(u64, u64) -> Duration>;
+
+fn timed<S, B: 'static>(service: S, make: fn() -> Request<B>) -> Run
+where
+    S: Service<Request<B>> + Clone + Send + Sync + 'static,
+    S::Error: std::fmt::Debug,
+{
+    Box::new(move |threads, requests| split(&service, make, threads, requests))
+}
+
+/// Every variant, by the name `hot_path` gives it.
+fn variants(token: &str) -> Vec<(&'static str, Run)> {
+    let (cache, _) = valid_cache(token);
+    // Arm the cache's timer now, inside the runtime; the threads then never need one.
+    send(&mut variants::bearer_replay_off(&cache), request());
+    let value = bearer_value(token);
+    vec![
+        ("floor", floor_run(value.clone(), request)),
+        ("floor_1kib_body", floor_run(value, request_1k)),
+        (
+            "add_authorization_basic",
+            timed(variants::add_authorization_basic(), request),
+        ),
+        (
+            "add_authorization_bearer",
+            timed(variants::add_authorization_bearer(token), request),
+        ),
+        (
+            "wrap_body_only",
+            timed(variants::wrap_body_only(token), request),
+        ),
+        ("basic_auth", timed(variants::basic_auth(), request)),
+        (
+            "bearer_cache_replay_off",
+            timed(variants::bearer_replay_off(&cache), request),
+        ),
+        (
+            "bearer_cache_replay_on",
+            timed(variants::bearer_replay_on(&cache), request),
+        ),
+        (
+            "bearer_cache_replay_on_1kib_body",
+            timed(variants::bearer_replay_on(&cache), request_1k),
+        ),
+        (
+            "bearer_fixed_token",
+            timed(variants::bearer_fixed_token(token), request),
+        ),
+        (
+            "naive_std_rwlock",
+            timed(variants::naive_std_rwlock(token), request),
+        ),
+        (
+            "naive_tokio_rwlock",
+            timed(variants::naive_tokio_rwlock(token), request),
+        ),
+    ]
+}
+
+/// The floor, as `hot_path` times it: the header inserted by hand, then the no-op service.
+fn floor_run<B>(value: http::HeaderValue, make: fn() -> Request<B>) -> Run
+where
+    B: http_body::Body + 'static,
+    B::Error: std::fmt::Debug,
+{
+    Box::new(move |threads, requests| {
+        split_with(threads, requests, || {
+            let value = value.clone();
+            move || {
+                black_box(floor(make(), &value));
+            }
+        })
+    })
+}
+
+/// The variants timed on two threads as well.
+const SCALED: &[&str] = &[
+    "add_authorization_bearer",
+    "bearer_cache_replay_off",
+    "bearer_fixed_token",
+    "naive_std_rwlock",
+];
+
+fn best(rounds: usize) {
+    let token = sat("bench");
+    let mut variants = variants(&token);
+    let mut one = vec![Duration::MAX; variants.len()];
+    let mut two = vec![Duration::MAX; variants.len()];
+    for _ in 0..rounds {
+        for (i, (name, run)) in variants.iter_mut().enumerate() {
+            one[i] = one[i].min(run(1, REQUESTS));
+            if SCALED.contains(name) {
+                two[i] = two[i].min(run(2, REQUESTS));
+            }
+        }
+    }
+    let ns = |d: Duration| d.as_secs_f64() * 1e9 / REQUESTS as f64;
+    let of = |name: &str| {
+        let i = variants
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("a variant");
+        ns(one[i])
+    };
+    println!("driver: best of {rounds} runs of {REQUESTS} requests, variants interleaved");
+    println!("| variant | ns per request | ÷ AddAuthorization | ÷ floor |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let (anchor, floor) = match *name {
+            "floor" | "floor_1kib_body" => (None, *name),
+            "add_authorization_basic" | "basic_auth" => (Some("add_authorization_basic"), "floor"),
+            n if n.ends_with("1kib_body") => (Some("add_authorization_bearer"), "floor_1kib_body"),
+            _ => (Some("add_authorization_bearer"), "floor"),
+        };
+        let t = ns(one[i]);
+        let anchor = anchor.map_or("—".to_owned(), |a| format!("{:.3}", t / of(a)));
+        println!("| {name} | {t:.1} | {anchor} | {:.3} |", t / of(floor));
+    }
+    println!("| variant | 1 thread, M req/s | 2 threads, M req/s | 2 ÷ 1 |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        if SCALED.contains(name) {
+            let rate = |d: Duration| REQUESTS as f64 / d.as_secs_f64() / 1e6;
+            let (r1, r2) = (rate(one[i]), rate(two[i]));
+            println!("| {name} | {r1:.2} | {r2:.2} | {:.2}× |", r2 / r1);
+        }
+    }
+}
+
+/// `requests` requests through one variant, on this thread.
+fn count(variant: &str, requests: u64) {
+    let token = sat("bench");
+    let mut variants = variants(&token);
+    let Some((_, run)) = variants.iter_mut().find(|(name, _)| *name == variant) else {
+        let names: Vec<_> = variants.iter().map(|(name, _)| *name).collect();
+        panic!("unknown variant {variant:?}; one of {}", names.join(", "));
+    };
+    black_box(run(1, requests));
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    // A refreshing cache arms its deadline timer on first use, which needs a runtime.
+    let _guard = rt.enter();
+    // `cargo bench` passes flags such as `--bench`: only plain words are ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    match args.as_slice() {
+        [mode, variant, requests] if mode == "count" => {
+            count(variant, requests.parse().expect("a number of requests"));
+        }
+        _ => best(if support::full() { 20 } else { 5 }),
+    }
+}
