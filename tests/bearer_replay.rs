@@ -268,60 +268,59 @@ async fn a_401_for_a_replaced_token_is_replayed_at_once_without_another_refresh(
 }
 
 #[tokio::test(start_paused = true)]
-async fn forbidden_and_basic_challenges_are_not_fixed_by_a_refresh() {
+async fn a_403_is_never_fixed_by_a_refresh() {
     let refresher = Refresher::new(Mode::Succeed);
     let cache = TokenCache::new(pair(0, HOUR), refresher.closure());
-    let upstream = Upstream::new(|seen: Seen| async move {
-        let mut response = match seen.id.as_str() {
-            "403" => Response::new(Full::from("missing scope")),
-            _ => Response::new(Full::default()),
-        };
-        match seen.id.as_str() {
-            "403" => *response.status_mut() = StatusCode::FORBIDDEN,
-            "basic" => {
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-                response.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    "Basic realm=\"SignalWire\"".parse().unwrap(),
-                );
-            }
-            _ => {}
-        }
+    let upstream = Upstream::new(|_: Seen| async move {
+        let mut response = Response::new(Full::from("missing scope"));
+        *response.status_mut() = StatusCode::FORBIDDEN;
         response
     });
-    let service = client(&cache, &upstream);
-    let send = |id: &'static str| {
-        service.clone().oneshot(
-            Request::post(URI)
-                .header(REQUEST_ID, id)
-                .body(Full::<Bytes>::default())
-                .unwrap(),
-        )
-    };
-
-    let forbidden = send("403").await.unwrap();
+    let forbidden = client(&cache, &upstream).oneshot(request(0)).await.unwrap();
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
     assert!(forbidden.extensions().get::<ReplaySkipped>().is_none());
     let body = forbidden.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "missing scope", "returned as is");
 
-    let basic = send("basic").await.unwrap();
-    assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        basic.headers()[WWW_AUTHENTICATE],
-        "Basic realm=\"SignalWire\""
-    );
-    assert!(basic.extensions().get::<ReplaySkipped>().is_none());
-
     run_until_idle().await;
-    assert_eq!(upstream.calls(), 2, "neither was replayed");
-    assert_eq!(refresher.calls(), 0, "neither started a refresh");
+    assert_eq!(upstream.calls(), 1, "not replayed");
+    assert_eq!(refresher.calls(), 0, "no refresh started");
     assert_eq!(cache.current().access_token(), access(0));
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_bearer_challenge_is_refreshed_and_replayed() {
+async fn an_endpoint_that_always_answers_401_costs_one_refresh_not_one_per_request() {
+    let refresher = Refresher::new(Mode::Succeed);
+    let cache = TokenCache::new(pair(0, HOUR), refresher.closure());
+    let upstream = Upstream::accepting(|_| false);
+    let service = client(&cache, &upstream);
+
+    // The first 401 is the token's, as far as anyone can tell: one refresh, one replay.
+    let first = service.clone().oneshot(request(0)).await.unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!((refresher.calls(), upstream.calls()), (1, 2));
+
+    // The new token is refused at once too: not a matter of age. No more refreshes.
+    for id in 1..=5 {
+        let response = service.clone().oneshot(request(id)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.extensions().get::<ReplaySkipped>().is_some());
+    }
+    run_until_idle().await;
+    assert_eq!(refresher.calls(), 1, "no refresh per request");
+    assert_eq!(upstream.calls(), 7, "each later request sent once");
+
+    // Later, a 401 counts again.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    service.clone().oneshot(request(6)).await.unwrap();
+    assert_eq!(refresher.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_is_refreshed_and_replayed_whatever_it_challenges() {
+    // SignalWire takes Basic and Bearer: a 401 to a Bearer request may challenge either.
     for challenge in [
+        "Basic realm=\"SignalWire\"",
         "Bearer error=\"invalid_token\"",
         "Basic realm=\"SignalWire\", Bearer realm=\"SignalWire\"",
     ] {

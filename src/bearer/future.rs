@@ -8,10 +8,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{
-    HeaderMap, Request, Response, StatusCode,
-    header::{AUTHORIZATION, WWW_AUTHENTICATE},
-};
+use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::{BoxError, util::Oneshot};
@@ -141,9 +138,7 @@ where
                 StateProj::Sent { future, generation } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     let generation = *generation;
-                    if response.status() != StatusCode::UNAUTHORIZED
-                        || !challenges_bearer(response.headers())
-                    {
+                    if response.status() != StatusCode::UNAUTHORIZED {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(cache) = this.cache.as_ref() else {
@@ -194,24 +189,6 @@ where
             }
         }
     }
-}
-
-/// Whether a 401 is about the bearer token. A server that challenges only other schemes
-/// (`WWW-Authenticate: Basic …`) wants other credentials, which no refresh provides; a 401
-/// without any challenge is taken to be about the token.
-fn challenges_bearer(headers: &HeaderMap) -> bool {
-    let mut challenges = headers.get_all(WWW_AUTHENTICATE).iter().peekable();
-    // A comma also separates parameters, so a part may be `realm="x"`: only a part that starts
-    // with the scheme name counts, which is all this needs.
-    challenges.peek().is_none()
-        || challenges.any(|value| {
-            value.as_bytes().split(|&b| b == b',').any(|part| {
-                let part = part.trim_ascii_start();
-                part.get(..6)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer"))
-                    && part.get(6).is_none_or(|&b| b == b' ')
-            })
-        })
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>

@@ -12,8 +12,10 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// token fresh, or from a fixed token.
 ///
 /// Per request it costs one pointer comparison to see that the token is current and one
-/// reference-count bump to copy its ready-made, sensitive header value: no lock, no clock read,
-/// no allocation. When the token nears expiry the cache refreshes it (see [`TokenCache`]).
+/// reference-count bump to copy its ready-made, sensitive header value: no lock and no clock
+/// read. With replay off ([`replay_limit(0)`](Self::replay_limit)) it allocates nothing; with
+/// replay on it keeps what a replay needs (see README's performance table). When the token
+/// nears expiry the cache refreshes it (see [`TokenCache`]).
 ///
 /// When the server answers 401 to a request sent with the current token, the layer refreshes
 /// the token once, shared with every other request that got a 401 at the same time, and sends
@@ -21,10 +23,12 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// a token the cache has already replaced is replayed at once with the current one. Bodies are
 /// replayed if they were empty or fit in the [replay limit](Self::replay_limit); a request
 /// whose body cannot be replayed gets its 401 back unchanged, marked with the
-/// [`ReplaySkipped`](crate::ReplaySkipped) extension, and the refresh still runs so the next
-/// request succeeds. 403s, other statuses, and 401s that challenge only another scheme
-/// (`WWW-Authenticate: Basic …`) are never retried. If the refresh itself fails,
-/// the call fails with an [`Error`] that says why
+/// [`ReplaySkipped`](crate::ReplaySkipped) extension, and a refresh starts so the next request
+/// can succeed. A 401 for a token that was itself obtained because of a 401 less than 30 s ago
+/// starts no refresh and is not replayed (also marked `ReplaySkipped`): the server is refusing
+/// something else, such as a missing scope, and an endpoint that always answers 401 must not
+/// cost a refresh per request. 403s and other statuses are never retried. If the refresh itself
+/// fails, the call fails with an [`Error`] that says why
 /// ([`is_reauthentication_needed`](Error::is_reauthentication_needed) or
 /// [`is_refresh_failed`](Error::is_refresh_failed)).
 ///

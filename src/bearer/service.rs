@@ -33,10 +33,13 @@ pub struct BearerAuth<S> {
     refreshable: bool,
 }
 
-/// Marks a 401 response that [`BearerAuth`] passed back without replaying its request,
-/// because the request body could not be replayed (streamed past the replay limit, or replay
-/// is off). The token was refreshed all the same: sending the request again will use the new
-/// one.
+/// Marks a 401 response that [`BearerAuth`] passed back without replaying its request:
+///
+/// - the request body could not be replayed (it streamed past the replay limit, or replay is
+///   off): a refresh was started (unless one was already failing), so sending the request again
+///   will use a new token;
+/// - or the token was itself obtained because of a 401 moments ago: no refresh was started, as
+///   the server is refusing something other than the token's age (a missing scope, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReplaySkipped;

@@ -12,7 +12,10 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, watch};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 
 use super::{Refresh, RefreshError, TokenPair, state::Margins, state::State};
 use crate::{Error, error::Kind};
@@ -51,6 +54,10 @@ pub(crate) struct Settings {
     pub(crate) seed: u64,
     pub(crate) on_refresh: Option<Hook>,
 }
+
+/// How long a pair obtained because of a 401 is trusted: a 401 for it within this time does not
+/// start another refresh.
+pub(crate) const REFRESH_AFTER_401_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// The longest `Retry-After` the cache honours: beyond it, a refresh token (2 h 5 min) could
 /// expire while the cache sleeps.
@@ -147,6 +154,10 @@ pub(crate) struct Shared {
     /// Wakes waiters when a pair is installed by hand, so they need not wait out a refresh of
     /// the pair it replaced.
     installed: Notify,
+    /// The pair the last refresh asked for by a 401 produced, and when: a 401 for that same pair
+    /// soon after is not the token's fault (a missing scope, say), and refreshing again would
+    /// only rotate the chain for nothing.
+    after_401: Mutex<Option<(u64, Instant)>>,
 }
 
 /// Whether a waiter can live with the current token after a transient failure.
@@ -172,9 +183,18 @@ impl Shared {
             counters: Counters::default(),
             flight: Mutex::new(Flight::Idle),
             installed: Notify::new(),
+            after_401: Mutex::new(None),
             generations: AtomicU64::new(1),
             flight_ids: AtomicU64::new(0),
         }
+    }
+
+    /// Whether `generation` came from a refresh asked for by a 401 less than
+    /// [`REFRESH_AFTER_401_COOLDOWN`] ago.
+    pub(crate) fn refreshed_after_401(&self, generation: u64) -> bool {
+        lock(&self.after_401).is_some_and(|(produced, at)| {
+            produced == generation && at.elapsed() < REFRESH_AFTER_401_COOLDOWN
+        })
     }
 
     /// Installs `pair` by hand and wakes everyone waiting for a newer pair.
@@ -223,7 +243,7 @@ impl Shared {
             Flight::Backoff { generation, .. } | Flight::Failed { generation, .. }
                 if *generation == base.generation => {}
             _ => {
-                if let Err(error) = self.start(base, &mut flight) {
+                if let Err(error) = self.start(base, &mut flight, false) {
                     base.release_refresh();
                     tracing::debug!(%error, "could not start a background token refresh");
                 }
@@ -231,7 +251,12 @@ impl Shared {
         }
     }
 
-    fn start(self: &Arc<Self>, base: &Arc<State>, flight: &mut Flight) -> Result<Waiter, Error> {
+    fn start(
+        self: &Arc<Self>,
+        base: &Arc<State>,
+        flight: &mut Flight,
+        for_401: bool,
+    ) -> Result<Waiter, Error> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::new(Kind::NoRuntime).with_source(e))?;
         let id = self.flight_ids.fetch_add(1, Ordering::Relaxed);
@@ -244,7 +269,13 @@ impl Shared {
         base.claim_refresh();
         // Detached: a caller that gives up must not cancel a refresh that rotates the refresh
         // token, or the new refresh token would be lost with it.
-        runtime.spawn(run(Arc::downgrade(self), Arc::clone(base), id, done_tx));
+        runtime.spawn(run(
+            Arc::downgrade(self),
+            Arc::clone(base),
+            id,
+            for_401,
+            done_tx,
+        ));
         Ok(done)
     }
 
@@ -275,7 +306,7 @@ impl Shared {
                         generation: g,
                         error,
                     } if *g == generation => return settle_failure(error, current, need),
-                    _ => self.start(&current, &mut flight)?,
+                    _ => self.start(&current, &mut flight, need == Need::Newer)?,
                 }
             };
             let outcome = tokio::select! {
@@ -296,6 +327,14 @@ impl Shared {
             // Done, or failed after a newer pair arrived: look again.
         }
     }
+}
+
+/// The locks here are never held across a point that could leave their data half-written, so
+/// a poisoned one is still sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn settle_failure(
@@ -333,6 +372,7 @@ async fn run(
     shared: Weak<Shared>,
     base: Arc<State>,
     id: u64,
+    for_401: bool,
     mut done: watch::Sender<Option<Outcome>>,
 ) {
     let _guard = SettleOnDrop {
@@ -379,6 +419,9 @@ async fn run(
                 // Waiters go first: a slow hook must not hold up requests.
                 done.send_replace(Some(Outcome::Done));
                 if installed {
+                    if for_401 {
+                        *lock(&cache.after_401) = Some((next.generation, Instant::now()));
+                    }
                     cache.counters.refreshes.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(generation = next.generation, "token refreshed");
                     if let Some(hook) = &cache.settings.on_refresh {

@@ -219,8 +219,16 @@ impl TokenCache {
     /// After a 401 for a request sent with `generation`: the state to replay with, once one
     /// refresh (shared with every other such request) has run. `None` for a fixed token.
     pub(crate) fn after_unauthorized(&self, generation: u64) -> Option<WaitFuture> {
-        self.is_refreshable()
+        self.may_refresh_after_401(generation)
             .then(|| Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _)
+    }
+
+    /// A 401 starts a refresh unless the token cannot be refreshed, or it is itself the answer
+    /// to a 401 a moment ago: then the server refuses something other than the token's age (a
+    /// missing scope), and an endpoint that always answers 401 must not cost one refresh per
+    /// request.
+    fn may_refresh_after_401(&self, generation: u64) -> bool {
+        self.is_refreshable() && !self.shared.refreshed_after_401(generation)
     }
 
     pub(crate) fn note_replay(&self) {
@@ -230,7 +238,7 @@ impl TokenCache {
     /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.
     pub(crate) fn refresh_in_background(&self, generation: u64) {
         let state = self.shared.current.load_full();
-        if self.is_refreshable() && state.generation == generation {
+        if state.generation == generation && self.may_refresh_after_401(generation) {
             state.claim_refresh();
             self.shared.kick(&state);
         }
