@@ -22,9 +22,11 @@ use crate::{Credentials, Error, Space, target::Target};
 /// header compression leave it alone. An `Authorization` header already on the request is
 /// replaced.
 ///
-/// Credentials only go over `https`, or plain `http` to loopback; [`BasicAuthLayer::for_space`]
-/// narrows them to one space's host. A request that breaks the rule is not sent: the service
-/// answers it with an [`Error`] for which [`Error::is_refused`] is true.
+/// Credentials only go to SignalWire's hosts (`signalwire.com` and its subdomains) over
+/// `https`, and to loopback (plain `http` allowed there, for tests).
+/// [`for_space`](Self::for_space) pins them to one space and [`allow_host`](Self::allow_host)
+/// names other hosts (a proxy, a custom domain). A request that breaks the rule is not sent: the
+/// service answers it with an [`Error`] for which [`Error::is_refused`] is true.
 ///
 /// Put this layer *outside* `tower_http::follow_redirect::FollowRedirectLayer`, so that the
 /// redirect layer sees the credentials and strips them when a redirect leaves the origin.
@@ -68,22 +70,23 @@ impl BasicAuthLayer {
         }
     }
 
-    /// Only attaches the credentials to requests for `space`'s host and port (plus any
-    /// [`allow_host`](Self::allow_host)); requests elsewhere are refused.
+    /// Only attaches the credentials to requests for `space` (its scheme, host and port), plus
+    /// any hosts named with [`allow_host`](Self::allow_host); everything else is refused.
     pub fn for_space(mut self, space: &Space) -> Self {
         self.target = self.target.restrict_to(space);
         self
     }
 
-    /// Also allows `host` (any port) once the layer is restricted with
-    /// [`for_space`](Self::for_space); on its own, restricts the layer to `host`.
+    /// Also attaches the credentials to requests for `host` (any port). The first of
+    /// `for_space` and `allow_host` replaces the default (SignalWire's hosts and loopback) with
+    /// the hosts named.
     pub fn allow_host(mut self, host: &str) -> Self {
         self.target = self.target.allow_host(host);
         self
     }
 
-    /// Allows plain `http` to any host. Only for networks you trust: anyone on the path can read
-    /// the API token.
+    /// Allows plain `http` to the allowed hosts, not only to loopback. Only for networks you
+    /// trust: anyone on the path can read the credentials.
     pub fn allow_plain_http(mut self) -> Self {
         self.target = self.target.allow_plain_http();
         self

@@ -69,8 +69,9 @@
 //!
 //! Every `Authorization` value is marked sensitive. No `Debug` or `Display` of a type of this
 //! crate, and no `tracing` event it emits, contains a token or an API token. Credentials are only
-//! attached to `https` requests (or plain `http` to loopback, for tests), optionally only for one
-//! space's host; anything else fails with [`Error::is_refused`] and is not sent.
+//! attached to requests for SignalWire's hosts over `https` and for loopback (plain `http` there,
+//! for tests), or for the space and hosts the layer is told; anything else fails with
+//! [`Error::is_refused`] and is not sent.
 //!
 //! # Feature flags
 //!

@@ -8,12 +8,15 @@ use crate::{Error, Space, space::is_loopback};
 
 /// Decides, per request, whether credentials may be attached to its URI.
 ///
-/// The default allows any `https` URI and `http` to loopback; [`Target::allow_plain_http`]
-/// lifts the second limit and [`Target::restrict_to`] / [`Target::allow_host`] narrow the
-/// hosts. Cheap to clone and to check: one scheme comparison on the default path.
+/// By default credentials go only to SignalWire's own hosts (`signalwire.com` and its
+/// subdomains) over `https`, and to loopback (for tests and mocks). [`Target::restrict_to`] pins
+/// them to one space (its scheme, host and port), [`Target::allow_host`] adds hosts (a proxy, a
+/// custom domain), and [`Target::allow_plain_http`] lets `http` through to allowed hosts. Cheap
+/// to clone, and cheap to check on the default path: a scheme comparison and a suffix match.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Target {
     allow_http: bool,
+    /// `None`: SignalWire's hosts and loopback.
     hosts: Option<Arc<[AllowedHost]>>,
 }
 
@@ -22,7 +25,12 @@ struct AllowedHost {
     host: Box<str>,
     /// `None` accepts any port.
     port: Option<u16>,
+    /// `Some(https)` pins the scheme (a space's); `None` leaves it to the scheme rule.
+    https: Option<bool>,
 }
+
+/// The domain whose hosts the default rule trusts.
+const SIGNALWIRE_DOMAIN: &str = "signalwire.com";
 
 impl Target {
     pub(crate) fn allow_plain_http(mut self) -> Self {
@@ -34,6 +42,7 @@ impl Target {
         self.push(AllowedHost {
             host: space.host().into(),
             port: Some(space.port()),
+            https: Some(space.is_https()),
         })
     }
 
@@ -45,6 +54,7 @@ impl Target {
                 .to_ascii_lowercase()
                 .into(),
             port: None,
+            https: None,
         })
     }
 
@@ -59,10 +69,13 @@ impl Target {
     /// error that names the scheme and host but nothing secret.
     #[inline]
     pub(crate) fn check(&self, uri: &Uri) -> Result<(), Error> {
-        // The default rule on an https URI needs no host: parsing it (`Uri::host`) would cost
-        // more than the rest of the middleware. (`host()` is `Some` exactly when `authority()`
-        // is.) Inline, with the rest out of line, so the fast path is a few comparisons.
-        if self.hosts.is_none() && uri.scheme_str() == Some("https") && uri.authority().is_some() {
+        // The default rule on an https URI to SignalWire, checked on the authority's text:
+        // parsing the host (`Uri::host`) would cost more than the rest of the middleware.
+        // Inline, with the rest out of line, so the fast path is a few comparisons.
+        if self.hosts.is_none()
+            && uri.scheme_str() == Some("https")
+            && uri.authority().is_some_and(|a| is_signalwire(a.as_str()))
+        {
             Ok(())
         } else {
             self.check_host(uri)
@@ -89,25 +102,51 @@ impl Target {
             return Err(Error::refused("request URI has no host"));
         };
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if !https && !self.allow_http && !is_loopback(bare) {
+        let loopback = is_loopback(bare);
+        if !https && !self.allow_http && !loopback {
             return Err(Error::refused(format!(
                 "plain http to {bare} would expose credentials; use https \
                  (plain http is only allowed to loopback unless explicitly enabled)"
             )));
         }
-        if let Some(hosts) = &self.hosts {
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let allowed = hosts.iter().any(|allowed| {
-                allowed.host.eq_ignore_ascii_case(bare) && allowed.port.is_none_or(|p| p == port)
-            });
-            if !allowed {
-                return Err(Error::refused(format!(
-                    "host {bare}:{port} is not one the credentials are restricted to"
-                )));
-            }
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let allowed = match &self.hosts {
+            None => loopback || is_signalwire(bare),
+            Some(hosts) => hosts.iter().any(|allowed| {
+                allowed.host.eq_ignore_ascii_case(bare)
+                    && allowed.port.is_none_or(|p| p == port)
+                    && allowed.https.is_none_or(|h| h == https)
+            }),
+        };
+        if allowed {
+            Ok(())
+        } else if self.hosts.is_none() {
+            Err(Error::refused(format!(
+                "host {bare} is not a SignalWire host; allow it with allow_host or for_space"
+            )))
+        } else {
+            Err(Error::refused(format!(
+                "{}://{bare}:{port} is not where the credentials are restricted to",
+                if https { "https" } else { "http" }
+            )))
         }
-        Ok(())
     }
+}
+
+/// Whether an authority (`[user@]host[:port]`) names `signalwire.com` or one of its subdomains.
+/// The host is what follows the last `@`, so `signalwire.com@evil.test` is not SignalWire.
+fn is_signalwire(authority: &str) -> bool {
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let Some(prefix_len) = host.len().checked_sub(SIGNALWIRE_DOMAIN.len()) else {
+        return false;
+    };
+    let (prefix, domain) = host.split_at_checked(prefix_len).unwrap_or(("", ""));
+    domain.eq_ignore_ascii_case(SIGNALWIRE_DOMAIN) && (prefix.is_empty() || prefix.ends_with('.'))
 }
 
 #[cfg(test)]
@@ -132,12 +171,42 @@ mod tests {
         );
         assert!(check(&t, "/api").unwrap_err().is_refused());
         assert!(check(&t, "ws://example.com/api").unwrap_err().is_refused());
+        assert!(
+            check(&t, "https://example.com/api")
+                .unwrap_err()
+                .is_refused()
+        );
+        assert!(check(&t, "https://SignalWire.com/api").is_ok());
+        assert!(check(&t, "https://a.b.signalwire.com:8443/api").is_ok());
+        assert!(check(&t, "https://a.signalwire.com./api").is_ok());
+        for foreign in [
+            "https://evilsignalwire.com/api",
+            "https://signalwire.com.evil.test/api",
+            "https://a.signalwire.com@evil.test/api",
+            "https://signalwire.com:443@evil.test/api",
+        ] {
+            assert!(check(&t, foreign).unwrap_err().is_refused(), "{foreign}");
+        }
     }
 
     #[test]
     fn plain_http_opt_in() {
         let t = Target::default().allow_plain_http();
+        assert!(check(&t, "http://example.signalwire.com/api").is_ok());
+        assert!(
+            check(&t, "http://example.com/api")
+                .unwrap_err()
+                .is_refused()
+        );
+        let t = t.allow_host("example.com");
         assert!(check(&t, "http://example.com/api").is_ok());
+        // A space pins its scheme: plain http allowed elsewhere is not allowed to it.
+        let t = t.restrict_to(&Space::new("example").unwrap());
+        assert!(
+            check(&t, "http://example.signalwire.com:443/api")
+                .unwrap_err()
+                .is_refused()
+        );
     }
 
     #[test]

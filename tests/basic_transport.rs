@@ -55,12 +55,12 @@ fn plain_http_to_a_public_host_is_refused_before_the_inner_service() {
 }
 
 #[test]
-fn https_anywhere_and_plain_http_to_loopback_are_allowed() {
+fn https_to_signalwire_and_plain_http_to_loopback_are_allowed() {
     check(
         layer(),
         &[
             "https://example.signalwire.com/api/fabric/addresses",
-            "https://example.com:8443/api",
+            "https://127.0.0.1:8443/api",
             "http://127.0.0.1/api",
             "http://127.0.0.1:8080/api",
             "http://127.8.9.10:1/api",
@@ -68,14 +68,19 @@ fn https_anywhere_and_plain_http_to_loopback_are_allowed() {
             "http://localhost:3000/api",
             "http://LOCALHOST:3000/api",
         ],
-        &[],
+        // Without for_space or allow_host, credentials stay with SignalWire.
+        &[
+            "https://example.com:8443/api",
+            "https://signalwire.com.evil.test/api",
+            "https://example.signalwire.com@evil.test/api",
+        ],
     );
 }
 
 #[test]
 fn allow_plain_http_lifts_the_loopback_limit_only() {
     check(
-        layer().allow_plain_http(),
+        layer().allow_plain_http().allow_host("example.com"),
         &["http://example.com/api", "https://example.com/api"],
         // It does not make a URI without a scheme or host acceptable.
         &["/api", "example.com:80"],

@@ -33,9 +33,9 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// [`is_refresh_failed`](Error::is_refresh_failed)).
 ///
 /// The inner service receives [`ReplayBody<B>`](crate::ReplayBody) bodies and must be `Clone`
-/// (hyper-util's client, `Buffer` and most tower services are). Credentials only go over
-/// `https`, or plain `http` to loopback, and can be restricted to one space with
-/// [`for_space`](Self::for_space). Put this layer outside `FollowRedirectLayer` so that
+/// (hyper-util's client, `Buffer` and most tower services are). Credentials only go to
+/// SignalWire's hosts over `https` and to loopback, unless [`for_space`](Self::for_space) or
+/// [`allow_host`](Self::allow_host) say otherwise. Put this layer outside `FollowRedirectLayer` so that
 /// cross-origin redirects lose the token.
 ///
 /// # Example
@@ -111,20 +111,23 @@ impl BearerAuthLayer {
         self
     }
 
-    /// Only attaches the token to requests for `space`'s host and port (plus any
-    /// [`allow_host`](Self::allow_host)); requests elsewhere are refused.
+    /// Only attaches the credentials to requests for `space` (its scheme, host and port), plus
+    /// any hosts named with [`allow_host`](Self::allow_host); everything else is refused.
     pub fn for_space(mut self, space: &Space) -> Self {
         self.target = self.target.restrict_to(space);
         self
     }
 
-    /// Also allows `host` (any port); on its own, restricts the layer to `host`.
+    /// Also attaches the credentials to requests for `host` (any port). The first of
+    /// `for_space` and `allow_host` replaces the default (SignalWire's hosts and loopback) with
+    /// the hosts named.
     pub fn allow_host(mut self, host: &str) -> Self {
         self.target = self.target.allow_host(host);
         self
     }
 
-    /// Allows plain `http` to any host. Only for networks you trust.
+    /// Allows plain `http` to the allowed hosts, not only to loopback. Only for networks you
+    /// trust: anyone on the path can read the credentials.
     pub fn allow_plain_http(mut self) -> Self {
         self.target = self.target.allow_plain_http();
         self
