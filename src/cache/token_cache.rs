@@ -39,7 +39,16 @@ use crate::{Error, error::Kind};
 /// [`Error::is_reauthentication_needed`] until [`install`](Self::install) is called. (It does
 /// not wait out the last seconds of the old token: the app should re-authenticate now.)
 ///
-/// Deadlines are marked by a Tokio timer, so the cache must be used inside a Tokio runtime.
+/// Deadlines are marked by a Tokio timer and refreshes run as Tokio tasks, so the cache must
+/// be used inside a Tokio runtime with its time driver on (`Runtime::new`, `#[tokio::main]`,
+/// or a builder with `enable_all()` / `enable_time()`). A timer or refresh lost because its
+/// runtime shut down is re-armed by the next request.
+///
+/// Refreshes ahead of expiry are started by requests, not by the timer alone: a cache that
+/// sees no request from before the advisory deadline until after its refresh token expires
+/// (2 h 5 min after the last refresh) finds its chain broken. Configure
+/// [`SubscriberRefresher::with_remint`](crate::SubscriberRefresher::with_remint) (or a
+/// refresher of your own that can start over) for sessions that go idle that long.
 ///
 /// # Example
 ///
@@ -303,7 +312,8 @@ impl TokenCacheBuilder {
     }
 
     /// The first delay after a transient failure and the most it grows to, doubling per failure
-    /// (default 1 s and 30 s).
+    /// (default 1 s and 30 s). A `Retry-After` from the server lengthens a delay, up to five
+    /// minutes. A zero base retries at once, without pause: only for tests.
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff_base = base;
         self.backoff_cap = cap.max(base);
@@ -311,7 +321,8 @@ impl TokenCacheBuilder {
     }
 
     /// How long one refresh attempt may take before it counts as a transient failure (default
-    /// 30 s). A refresher with a shorter timeout of its own fails first.
+    /// 30 s). A refresher with a shorter timeout of its own fails first. Zero makes every attempt
+    /// time out: don't.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = timeout;
         self
