@@ -14,7 +14,7 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Credentials, Error, Space, target::Target};
+use crate::{Credentials, Error, target::Target};
 
 /// Adds `Authorization: Basic base64(project_id:api_token)` to every request.
 ///
@@ -70,27 +70,7 @@ impl BasicAuthLayer {
         }
     }
 
-    /// Only attaches the credentials to requests for `space` (its scheme, host and port), plus
-    /// any hosts named with [`allow_host`](Self::allow_host); everything else is refused.
-    pub fn for_space(mut self, space: &Space) -> Self {
-        self.target = self.target.restrict_to(space);
-        self
-    }
-
-    /// Also attaches the credentials to requests for `host` (any port). The first of
-    /// `for_space` and `allow_host` replaces the default (SignalWire's hosts and loopback) with
-    /// the hosts named.
-    pub fn allow_host(mut self, host: &str) -> Self {
-        self.target = self.target.allow_host(host);
-        self
-    }
-
-    /// Allows plain `http` to the allowed hosts, not only to loopback. Only for networks you
-    /// trust: anyone on the path can read the credentials.
-    pub fn allow_plain_http(mut self) -> Self {
-        self.target = self.target.allow_plain_http();
-        self
-    }
+    crate::target::transport_rule_methods!();
 }
 
 impl<S> Layer<S> for BasicAuthLayer {

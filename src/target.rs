@@ -29,6 +29,35 @@ struct AllowedHost {
     https: Option<bool>,
 }
 
+/// The builder methods both auth layers offer over their `target: Target` field, written once
+/// so the two layers cannot drift apart.
+macro_rules! transport_rule_methods {
+    () => {
+        /// Only attaches the credentials to requests for `space` (its scheme, host and port), plus
+        /// any hosts named with [`allow_host`](Self::allow_host); everything else is refused.
+        pub fn for_space(mut self, space: &$crate::Space) -> Self {
+            self.target = self.target.restrict_to(space);
+            self
+        }
+
+        /// Also attaches the credentials to requests for `host` (any port). The first of
+        /// `for_space` and `allow_host` replaces the default (SignalWire's hosts and loopback) with
+        /// the hosts named.
+        pub fn allow_host(mut self, host: &str) -> Self {
+            self.target = self.target.allow_host(host);
+            self
+        }
+
+        /// Allows plain `http` to the allowed hosts, not only to loopback. Only for networks you
+        /// trust: anyone on the path can read the credentials.
+        pub fn allow_plain_http(mut self) -> Self {
+            self.target = self.target.allow_plain_http();
+            self
+        }
+    };
+}
+pub(crate) use transport_rule_methods;
+
 /// The domain whose hosts the default rule trusts.
 const SIGNALWIRE_DOMAIN: &str = "signalwire.com";
 

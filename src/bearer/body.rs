@@ -410,13 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn body_dropped_unread_is_replayed_from_the_original() {
-        let (body, replay) = ReplayBody::recording(
-            Chunked::new([
-                Frame::data(Bytes::from_static(b"ab")),
-                Frame::data(Bytes::from_static(b"cd")),
-            ]),
-            100,
-        );
+        let (body, replay) = ReplayBody::recording(ab_cd(), 100);
         let mut body = Box::pin(body);
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, "ab");
@@ -428,13 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn body_still_in_use_is_not_replayable() {
-        let (body, replay) = ReplayBody::recording(
-            Chunked::new([
-                Frame::data(Bytes::from_static(b"ab")),
-                Frame::data(Bytes::from_static(b"cd")),
-            ]),
-            100,
-        );
+        let (body, replay) = ReplayBody::recording(ab_cd(), 100);
         let mut body = Box::pin(body);
         body.frame().await.unwrap().unwrap();
         assert!(replay.body().is_none());
@@ -445,6 +433,14 @@ mod tests {
         let (body, replay) = ReplayBody::recording(Full::new(Bytes::from(vec![0u8; 10])), 9);
         assert!(matches!(replay, Replay::Unavailable));
         assert!(format!("{body:?}").contains("plain"));
+    }
+
+    /// "ab" then "cd", streamed.
+    fn ab_cd() -> Chunked {
+        Chunked::new([
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"cd")),
+        ])
     }
 
     /// A body of unknown length that yields the given frames, like a streaming upload.

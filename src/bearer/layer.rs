@@ -3,7 +3,7 @@
 use tower_layer::Layer;
 
 use super::BearerAuth;
-use crate::{Error, Space, TokenCache, target::Target};
+use crate::{Error, TokenCache, target::Target};
 
 /// The default size up to which a request body is kept for a replay after a 401: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -111,27 +111,7 @@ impl BearerAuthLayer {
         self
     }
 
-    /// Only attaches the credentials to requests for `space` (its scheme, host and port), plus
-    /// any hosts named with [`allow_host`](Self::allow_host); everything else is refused.
-    pub fn for_space(mut self, space: &Space) -> Self {
-        self.target = self.target.restrict_to(space);
-        self
-    }
-
-    /// Also attaches the credentials to requests for `host` (any port). The first of
-    /// `for_space` and `allow_host` replaces the default (SignalWire's hosts and loopback) with
-    /// the hosts named.
-    pub fn allow_host(mut self, host: &str) -> Self {
-        self.target = self.target.allow_host(host);
-        self
-    }
-
-    /// Allows plain `http` to the allowed hosts, not only to loopback. Only for networks you
-    /// trust: anyone on the path can read the credentials.
-    pub fn allow_plain_http(mut self) -> Self {
-        self.target = self.target.allow_plain_http();
-        self
-    }
+    crate::target::transport_rule_methods!();
 }
 
 impl<S> Layer<S> for BearerAuthLayer {
