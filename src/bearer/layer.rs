@@ -11,9 +11,9 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// Adds `Authorization: Bearer <token>` to every request, from a [`TokenCache`] that keeps the
 /// token fresh, or from a fixed token.
 ///
-/// Per request it costs one pointer comparison to see that the token is current and one
-/// reference-count bump to copy its ready-made, sensitive header value: no lock and no clock
-/// read. With replay off ([`replay_limit(0)`](Self::replay_limit)) it allocates nothing; with
+/// Per request it costs a pointer comparison and an atomic load to see that the token is
+/// current, a reference-count bump to copy its ready-made, sensitive header value, and one more
+/// to keep the cache at hand in case of a 401: no lock and no clock read. With replay off ([`replay_limit(0)`](Self::replay_limit)) it allocates nothing; with
 /// replay on it keeps what a replay needs (see README's performance table). When the token
 /// nears expiry the cache refreshes it (see [`TokenCache`]).
 ///
