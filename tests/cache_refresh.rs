@@ -634,3 +634,42 @@ async fn a_huge_retry_after_cannot_stop_the_retries() {
         calls.load(Ordering::SeqCst)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_advisory_refresh_skipped_behind_an_older_pairs_refresh_is_retried() {
+    let (refresher, gate) = Refresher::gated(Mode::Succeed);
+    let cache = windowed(&refresher).attempt_timeout(2 * HOUR).build();
+    let upstream = Upstream::accepting(|_| true);
+    let service = client(&cache, &upstream);
+    service.clone().oneshot(request(0)).await.unwrap();
+
+    // The first pair's refresh starts in its hard window and hangs at the gate…
+    advance(HOUR - Duration::from_secs(30)).await;
+    let waiting = send_batch(&service, 1..2).await;
+    until("the first refresh has started", || refresher.calls() == 1).await;
+    // …while a new pair is installed by hand and reaches its own advisory window.
+    cache.install(TokenPair::new("installed", Instant::now(), HOUR).unwrap());
+    let outcomes = join_batch(waiting).await;
+    assert_eq!(outcomes[0].as_ref().unwrap().status(), StatusCode::OK);
+    assert_eq!(upstream.last_token().as_deref(), Some("installed"));
+    advance(50 * MINUTE + Duration::from_secs(1)).await;
+    run_until_idle().await;
+
+    // A request past the new pair's advisory deadline finds the old refresh still running: it
+    // cannot start one, and must not use up the new pair's one chance to.
+    service.clone().oneshot(request(2)).await.unwrap();
+    run_until_idle().await;
+    assert_eq!(refresher.calls(), 1);
+
+    gate.open();
+    until("the old refresh has finished", || refresher.finished() == 1).await;
+    run_until_idle().await;
+    service.clone().oneshot(request(3)).await.unwrap();
+    run_until_idle().await;
+    assert_eq!(
+        refresher.calls(),
+        2,
+        "the next request started the new pair's refresh"
+    );
+    assert_eq!(cache.current().access_token(), access(2));
+}
