@@ -72,7 +72,6 @@ impl Error {
         Self::new(Kind::Api).with_source(error)
     }
 
-    #[allow(dead_code)]
     pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
