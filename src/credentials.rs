@@ -68,8 +68,28 @@ impl Credentials {
         self.api_token.expose()
     }
 
-    /// `Basic base64(project_id:api_token)`, marked sensitive.
-    pub(crate) fn basic_header(&self) -> HeaderValue {
+    /// `Basic base64(project_id:api_token)`, marked sensitive, for a client that is not a tower
+    /// service (a WebSocket handshake, say).
+    ///
+    /// [`BasicAuthLayer`](crate::BasicAuthLayer) adds the same value and also refuses to send it
+    /// anywhere but SignalWire's hosts and loopback; code that sends this value itself must keep
+    /// that rule.
+    ///
+    /// ```
+    /// use signalwire_auth::Credentials;
+    ///
+    /// let creds = Credentials::new("a1b2c3d4-e5f6-7890-abcd-ef1234567890", "4tjCGnmAeQ0hwFmFDhwfgww880X2lsnuR60VMyasGR3hFpSyvu")?;
+    /// let header = creds.basic_header();
+    /// assert!(header.is_sensitive());
+    /// assert_eq!(
+    ///     header,
+    ///     "Basic YTFiMmMzZDQtZTVmNi03ODkwLWFiY2QtZWYxMjM0NTY3ODkwOjR0akNHbm1BZVEwaHdGbUZEaHdmZ3d3ODgwWDJsc251UjYwVk15YXNHUjNoRnBTeXZ1",
+    /// );
+    /// // A sensitive value's Debug hides it.
+    /// assert!(!format!("{header:?}").contains("YTFi"));
+    /// # Ok::<(), signalwire_auth::Error>(())
+    /// ```
+    pub fn basic_header(&self) -> HeaderValue {
         let mut raw = zeroize::Zeroizing::new(String::with_capacity(
             self.project_id.len() + 1 + self.api_token.expose().len(),
         ));

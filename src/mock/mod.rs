@@ -108,8 +108,5 @@ mod shared;
 mod tls;
 mod tokens;
 
-#[cfg(test)]
-mod tests;
-
 pub use faults::{Fault, MockEndpoint};
 pub use server::{MockSpace, MockSpaceBuilder};
