@@ -1,10 +1,10 @@
 //! `BasicAuthLayer` around a real hyper-util client, talking to a real hyper server on 127.0.0.1.
 
-mod support;
+mod common;
 
+use common::{API_TOKEN, PROJECT_ID, SEED_HEADER, TestServer};
 use http::{Request, StatusCode, Version, header::AUTHORIZATION};
 use signalwire_auth::BasicAuthLayer;
-use support::{API_TOKEN, PROJECT_ID, SEED_HEADER, TestServer};
 use tower::Layer;
 
 fn ok() -> (StatusCode, String) {
@@ -14,7 +14,7 @@ fn ok() -> (StatusCode, String) {
 #[tokio::test]
 async fn http2_requests_carry_the_seed_header_over_one_reused_connection() {
     let server = TestServer::ok().await;
-    let client = BasicAuthLayer::new(support::seed_credentials()).layer(support::h2_client());
+    let client = BasicAuthLayer::new(common::seed_credentials()).layer(common::h2_client());
 
     for path in [
         "/api/fabric/addresses",
@@ -22,7 +22,7 @@ async fn http2_requests_carry_the_seed_header_over_one_reused_connection() {
         "/api/x?y=1",
     ] {
         assert_eq!(
-            support::fetch(&client, support::get(server.url(path))).await,
+            common::fetch(&client, common::get(server.url(path))).await,
             ok()
         );
     }
@@ -47,11 +47,11 @@ async fn http2_requests_carry_the_seed_header_over_one_reused_connection() {
 #[tokio::test]
 async fn http1_requests_in_sequence_all_carry_the_seed_header() {
     let server = TestServer::ok().await;
-    let client = BasicAuthLayer::new(support::seed_credentials()).layer(support::client());
+    let client = BasicAuthLayer::new(common::seed_credentials()).layer(common::http_client());
 
     for page in 0..4 {
-        let req = support::get(server.url(&format!("/api/fabric/addresses?page={page}")));
-        assert_eq!(support::fetch(&client, req).await, ok());
+        let req = common::get(server.url(&format!("/api/fabric/addresses?page={page}")));
+        assert_eq!(common::fetch(&client, req).await, ok());
     }
 
     let seen = server.seen();
@@ -68,7 +68,7 @@ async fn http1_requests_in_sequence_all_carry_the_seed_header() {
 #[tokio::test]
 async fn an_authorization_header_already_on_the_request_is_replaced() {
     let server = TestServer::ok().await;
-    let client = BasicAuthLayer::new(support::seed_credentials()).layer(support::client());
+    let client = BasicAuthLayer::new(common::seed_credentials()).layer(common::http_client());
 
     for stale in ["Bearer stale-sat", "Basic Zm9vOmJhcg==", "Basic"] {
         let req = Request::post(server.url("/api/fabric/subscribers/tokens"))
@@ -77,7 +77,7 @@ async fn an_authorization_header_already_on_the_request_is_replaced() {
             .header(AUTHORIZATION, "Bearer another")
             .body(r#"{"reference":"alice"}"#.into())
             .unwrap();
-        assert_eq!(support::fetch(&client, req).await, ok());
+        assert_eq!(common::fetch(&client, req).await, ok());
     }
 
     assert_eq!(
@@ -94,11 +94,11 @@ async fn the_server_decodes_exactly_project_id_colon_api_token() {
     use base64::Engine as _;
 
     let server = TestServer::ok().await;
-    let client = BasicAuthLayer::new(support::seed_credentials())
+    let client = BasicAuthLayer::new(common::seed_credentials())
         .for_space(&server.space())
-        .layer(support::client());
+        .layer(common::http_client());
     assert_eq!(
-        support::fetch(&client, support::get(server.url("/api"))).await,
+        common::fetch(&client, common::get(server.url("/api"))).await,
         ok()
     );
 
@@ -115,15 +115,15 @@ async fn the_server_decodes_exactly_project_id_colon_api_token() {
 #[tokio::test]
 async fn the_crate_https_client_carries_the_header_to_loopback_http() {
     let server = TestServer::ok().await;
-    let client = BasicAuthLayer::new(support::seed_credentials())
+    let client = BasicAuthLayer::new(common::seed_credentials())
         .for_space(&server.space())
         .layer(signalwire_auth::https_client::<
             http_body_util::Full<bytes::Bytes>,
         >());
 
     for _ in 0..2 {
-        let req = support::get(server.url("/api/fabric/addresses"));
-        assert_eq!(support::fetch(&client, req).await, ok());
+        let req = common::get(server.url("/api/fabric/addresses"));
+        assert_eq!(common::fetch(&client, req).await, ok());
     }
     assert_eq!(
         server.authorizations(),

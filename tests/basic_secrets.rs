@@ -2,12 +2,12 @@
 //! future, and not in `Display`/`Debug` of any error the Basic layer or `Credentials` returns,
 //! neither as text nor in base64.
 
-mod support;
+mod common;
 
 use base64::{Engine as _, engine::general_purpose};
+use common::{API_TOKEN, Echo, PROJECT_ID, call_now};
 use http::Request;
 use signalwire_auth::{BasicAuthLayer, Credentials, Error, Space};
-use support::{API_TOKEN, Echo, PROJECT_ID, call_now};
 use tower::{Layer, Service};
 
 /// Every form of the token that must not appear.
@@ -46,7 +46,7 @@ fn renderings(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
 
 /// Requests each way the transport rule can refuse one, with the layer each needs.
 fn refusals() -> Vec<(BasicAuthLayer, &'static str)> {
-    let layer = || BasicAuthLayer::new(support::seed_credentials());
+    let layer = || BasicAuthLayer::new(common::seed_credentials());
     let space = Space::new("example").unwrap();
     vec![
         (layer(), "http://example.com/api"),
@@ -70,7 +70,7 @@ fn refusals() -> Vec<(BasicAuthLayer, &'static str)> {
 
 #[test]
 fn debug_of_credentials_layer_service_and_future_hides_the_token() {
-    let creds = support::seed_credentials();
+    let creds = common::seed_credentials();
     let layer = BasicAuthLayer::new(creds.clone()).for_space(&Space::new("example").unwrap());
     let mut service = layer.layer(Echo::default());
     let future = service.call(
@@ -139,7 +139,7 @@ fn credentials_errors_hide_the_token_they_refuse() {
 #[test]
 fn inner_errors_pass_through_unchanged() {
     // The layer adds nothing to an inner error, so nothing of the token can leak into one.
-    let mut service = BasicAuthLayer::new(support::seed_credentials()).layer(tower::service_fn(
+    let mut service = BasicAuthLayer::new(common::seed_credentials()).layer(tower::service_fn(
         |_req: Request<()>| async { Err::<(), _>(std::io::Error::other("inner failure")) },
     ));
     let req = Request::get("https://example.signalwire.com/")

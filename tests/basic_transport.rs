@@ -1,15 +1,15 @@
 //! The transport rule, seen through `BasicAuthLayer`: where the credentials may go, and that a
 //! refused request never reaches the inner service.
 
-mod support;
+mod common;
 
+use common::{Echo, SEED_HEADER, call_now};
 use http::Request;
 use signalwire_auth::{BasicAuthLayer, Space};
-use support::{Echo, SEED_HEADER, call_now};
 use tower::Layer;
 
 fn layer() -> BasicAuthLayer {
-    BasicAuthLayer::new(support::seed_credentials())
+    BasicAuthLayer::new(common::seed_credentials())
 }
 
 fn example_space() -> Space {
@@ -31,7 +31,7 @@ fn check(layer: BasicAuthLayer, allowed: &[&str], refused: &[&str]) {
     assert_eq!(service.get_ref().calls(), allowed.len());
     for uri in refused {
         let err = call_now(&mut service, Request::get(*uri).body(()).unwrap()).expect_err(uri);
-        support::assert_refused(&err);
+        common::assert_refused(&err);
         assert_eq!(
             service.get_ref().calls(),
             allowed.len(),
@@ -176,7 +176,7 @@ fn clones_of_the_service_keep_the_rule() {
             .body(())
             .unwrap(),
     );
-    support::assert_refused(&refused.unwrap_err());
+    common::assert_refused(&refused.unwrap_err());
     let allowed = call_now(
         &mut clone,
         Request::get("https://example.signalwire.com/")

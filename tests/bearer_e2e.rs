@@ -3,7 +3,6 @@
 #![cfg(feature = "test-util")]
 
 mod common;
-mod support;
 
 use std::{
     collections::HashMap,
@@ -18,7 +17,6 @@ use common::*;
 use http::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use http_body_util::{BodyExt, Full};
 use signalwire_auth::{BearerAuthLayer, ReplayBody, Space, TokenCache, https_client};
-use support::{Seen, TestServer};
 use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -84,7 +82,7 @@ impl TokenServer {
     }
 }
 
-async fn answer(state: Arc<Acceptance>, seen: Seen) -> Response<Full<Bytes>> {
+async fn answer(state: Arc<Acceptance>, seen: Received) -> Response<Full<Bytes>> {
     let expected = format!("Bearer {}", state.accepted.lock().unwrap());
     if seen
         .authorization

@@ -1,7 +1,7 @@
 //! `BasicAuthLayer` composed with tower's own middleware, over a real client and server, and its
 //! service contract checked against `tower-test`'s strict mock.
 
-mod support;
+mod common;
 
 use std::{
     convert::Infallible,
@@ -14,12 +14,12 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::{SEED_HEADER, TestServer};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use signalwire_auth::{BasicAuth, BasicAuthLayer, Error};
-use support::{SEED_HEADER, TestServer};
 use tower::{
     BoxError, Service, ServiceBuilder, ServiceExt, buffer::BufferLayer,
     limit::ConcurrencyLimitLayer, retry::RetryLayer, timeout::TimeoutLayer,
@@ -89,8 +89,8 @@ fn stack(
         .layer(ConcurrencyLimitLayer::new(2))
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
         .layer(RetryLayer::new(RetryOnce503::new(retried)))
-        .layer(BasicAuthLayer::new(support::seed_credentials()))
-        .service(support::client())
+        .layer(BasicAuthLayer::new(common::seed_credentials()))
+        .service(common::http_client())
 }
 
 fn seed() -> Option<String> {
@@ -101,8 +101,8 @@ fn seed() -> Option<String> {
 async fn a_retried_request_carries_the_header_on_both_attempts() {
     // The first request to reach the server gets 503, the rest 200.
     let server = TestServer::start(|seen| match seen.index {
-        0 => support::respond(503, "busy"),
-        _ => support::respond(200, "ok"),
+        0 => common::respond(503, "busy"),
+        _ => common::respond(200, "ok"),
     })
     .await;
     let retried = Arc::new(AtomicUsize::new(0));
@@ -111,7 +111,7 @@ async fn a_retried_request_carries_the_header_on_both_attempts() {
     let req = Request::post(server.url("/api/fabric/subscribers/tokens"))
         .body(Full::from(r#"{"reference":"alice"}"#))
         .unwrap();
-    let answer = support::fetch(&client, req).await;
+    let answer = common::fetch(&client, req).await;
     assert_eq!(answer, (StatusCode::OK, "ok".to_owned()));
 
     assert_eq!(retried.load(Ordering::SeqCst), 1);
@@ -124,11 +124,11 @@ async fn a_retried_request_carries_the_header_on_both_attempts() {
 
 #[tokio::test]
 async fn a_second_503_goes_back_to_the_caller() {
-    let server = TestServer::start(|_| support::respond(503, "busy")).await;
+    let server = TestServer::start(|_| common::respond(503, "busy")).await;
     let retried = Arc::new(AtomicUsize::new(0));
     let client = stack(Arc::clone(&retried));
 
-    let answer = support::fetch(&client, support::get(server.url("/api"))).await;
+    let answer = common::fetch(&client, common::get(server.url("/api"))).await;
     assert_eq!(answer.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retried.load(Ordering::SeqCst), 1);
     assert_eq!(server.authorizations(), [seed(), seed()]);
@@ -145,8 +145,8 @@ async fn concurrent_requests_through_the_buffer_all_carry_the_header() {
     let mut tasks = tokio::task::JoinSet::new();
     for uri in &uris {
         let client = client.clone();
-        let req = support::get(uri);
-        tasks.spawn(async move { support::fetch(&client, req).await });
+        let req = common::get(uri);
+        tasks.spawn(async move { common::fetch(&client, req).await });
     }
     while let Some(answer) = tasks.join_next().await {
         assert_eq!(answer.unwrap(), (StatusCode::OK, "ok".to_owned()));
@@ -168,10 +168,10 @@ async fn concurrent_requests_through_the_buffer_all_carry_the_header() {
 async fn a_refused_request_keeps_its_type_through_the_whole_stack() {
     let server = TestServer::ok().await;
     let err = stack(Arc::new(AtomicUsize::new(0)))
-        .oneshot(support::get("http://example.com/api"))
+        .oneshot(common::get("http://example.com/api"))
         .await
         .unwrap_err();
-    support::assert_refused(&err);
+    common::assert_refused(&err);
     assert!(server.seen().is_empty());
 }
 
@@ -182,7 +182,7 @@ type MockHandle = mock::Handle<Request<()>, Response<()>>;
 
 /// `BasicAuth` over a mock that panics when `call` comes without a ready `poll_ready`.
 fn basic_auth_over_mock() -> (mock::Spawn<BasicAuth<MockHttp>>, MockHandle) {
-    mock::spawn_layer(BasicAuthLayer::new(support::seed_credentials()))
+    mock::spawn_layer(BasicAuthLayer::new(common::seed_credentials()))
 }
 
 fn api_request() -> Request<()> {
@@ -198,7 +198,7 @@ async fn the_timeout_outside_basic_auth_fires_when_the_inner_service_stalls() {
     handle.allow(1);
     let service = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(5)))
-        .layer(BasicAuthLayer::new(support::seed_credentials()))
+        .layer(BasicAuthLayer::new(common::seed_credentials()))
         .service(inner);
 
     let call = tokio::spawn(service.oneshot(api_request()));
@@ -274,7 +274,7 @@ async fn a_refused_request_never_reaches_the_inner_mock() {
         .call(Request::get("http://example.com/api").body(()).unwrap())
         .await
         .unwrap_err();
-    support::assert_refused(&err);
+    common::assert_refused(&err);
     assert!(
         handle.poll_request().is_pending(),
         "the refused request reached the mock"

@@ -1,13 +1,13 @@
 //! Property tests: no user string panics `Credentials` or `Space`, and every valid pair of
 //! credentials reaches the wire as exactly `base64(project_id:api_token)`.
 
-mod support;
+mod common;
 
 use base64::Engine as _;
+use common::{Echo, call_now};
 use http::Request;
 use proptest::prelude::*;
 use signalwire_auth::{BasicAuthLayer, Credentials, Space};
-use support::{Echo, call_now};
 use tower::Layer;
 
 /// Strings that hit every branch of the checks: anything at all, printable text, short strings

@@ -1,11 +1,10 @@
 //! End-to-end tests of the mock: real requests over loopback, through `MockSpace::client`.
 #![cfg(feature = "test-util")]
 
+mod common;
+
 use std::{
     collections::VecDeque,
-    convert::Infallible,
-    pin::Pin,
-    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -14,7 +13,6 @@ use http::{
     HeaderMap, HeaderValue, Method, Request, StatusCode, Version,
     header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER},
 };
-use http_body::Frame;
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 use tokio::{
@@ -23,6 +21,7 @@ use tokio::{
     time::{Instant, advance},
 };
 
+use common::Streaming;
 use signalwire_auth::{
     Credentials, MockSpace, TokenHeader, TokenPair,
     mock::{Fault, MockEndpoint, MockSpaceBuilder},
@@ -929,21 +928,6 @@ async fn bodies_must_be_json_objects() {
     assert_eq!(answer.status, StatusCode::OK);
 }
 
-/// A body sent in chunks, with no length known up front.
-struct Chunks(VecDeque<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
-    }
-}
-
 #[tokio::test]
 async fn bodies_over_64_kib_get_413() {
     let mock = MockSpace::start().await.unwrap();
@@ -975,7 +959,7 @@ async fn bodies_over_64_kib_get_413() {
     let chunks: VecDeque<Bytes> = (0..40).map(|_| Bytes::from(vec![b' '; 2048])).collect();
     let request = build(&mock, Method::POST, path, Auth::Basic)
         .header(CONTENT_TYPE, "application/json")
-        .body(Chunks(chunks))
+        .body(Streaming::new(chunks))
         .unwrap();
     let response = mock.client().request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);

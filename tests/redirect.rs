@@ -9,16 +9,16 @@
 //! runs *before* the header exists and cannot strip it. The last two tests show that leak, and
 //! that `for_space` turns it into a refusal.
 
-mod support;
+mod common;
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use common::{SEED_HEADER, TestServer};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use signalwire_auth::BasicAuthLayer;
-use support::{SEED_HEADER, TestServer};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::FollowRedirectLayer;
 
@@ -35,23 +35,23 @@ async fn servers() -> Servers {
     let foreign = TestServer::start({
         let back_to_space = Arc::clone(&back_to_space);
         move |seen| match (seen.target.as_str(), back_to_space.get()) {
-            ("/back", Some(location)) => support::redirect(302, location),
-            _ => support::respond(200, "foreign"),
+            ("/back", Some(location)) => common::redirect(302, location),
+            _ => common::respond(200, "foreign"),
         }
     })
     .await;
     let to_foreign = foreign.url("/landed");
     let to_foreign_and_back = foreign.url("/back");
     let space = TestServer::start(move |seen| match seen.target.as_str() {
-        "/cross" => support::redirect(302, &to_foreign),
-        "/cross-and-back" => support::redirect(307, &to_foreign_and_back),
-        "/same" => support::redirect(302, "/final"),
+        "/cross" => common::redirect(302, &to_foreign),
+        "/cross-and-back" => common::redirect(307, &to_foreign_and_back),
+        "/same" => common::redirect(302, "/final"),
         "/same-absolute" => match &seen.host {
-            Some(host) => support::redirect(301, &format!("http://{host}/final")),
-            None => support::respond(400, "no host"),
+            Some(host) => common::redirect(301, &format!("http://{host}/final")),
+            None => common::respond(400, "no host"),
         },
-        "/final" => support::respond(200, "final"),
-        _ => support::respond(404, ""),
+        "/final" => common::respond(200, "final"),
+        _ => common::respond(404, ""),
     })
     .await;
     back_to_space
@@ -65,9 +65,9 @@ fn documented_order(
     space: &TestServer,
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<Incoming>, Error = BoxError> + Clone {
     ServiceBuilder::new()
-        .layer(BasicAuthLayer::new(support::seed_credentials()).for_space(&space.space()))
+        .layer(BasicAuthLayer::new(common::seed_credentials()).for_space(&space.space()))
         .layer(FollowRedirectLayer::new())
-        .service(support::client())
+        .service(common::http_client())
 }
 
 /// The wrong order: `FollowRedirectLayer` outside, so every hop goes through `layer`.
@@ -77,7 +77,7 @@ fn wrong_order(
     ServiceBuilder::new()
         .layer(FollowRedirectLayer::new())
         .layer(layer)
-        .service(support::client())
+        .service(common::http_client())
 }
 
 fn seed() -> Option<String> {
@@ -89,7 +89,7 @@ async fn a_cross_origin_redirect_arrives_without_the_header() {
     let Servers { space, foreign } = servers().await;
     let client = documented_order(&space);
 
-    let answer = support::fetch(&client, support::get(space.url("/cross"))).await;
+    let answer = common::fetch(&client, common::get(space.url("/cross"))).await;
     assert_eq!(answer, (StatusCode::OK, "foreign".to_owned()));
 
     assert_eq!(space.authorizations(), [seed()]);
@@ -108,7 +108,7 @@ async fn a_same_origin_redirect_keeps_the_header() {
     let client = documented_order(&space);
 
     for start in ["/same", "/same-absolute"] {
-        let answer = support::fetch(&client, support::get(space.url(start))).await;
+        let answer = common::fetch(&client, common::get(space.url(start))).await;
         assert_eq!(answer.1, "final");
     }
 
@@ -124,7 +124,7 @@ async fn credentials_stripped_on_leaving_the_origin_do_not_come_back() {
     let client = documented_order(&space);
 
     // space /cross-and-back → foreign /back → space /final.
-    let answer = support::fetch(&client, support::get(space.url("/cross-and-back"))).await;
+    let answer = common::fetch(&client, common::get(space.url("/cross-and-back"))).await;
     assert_eq!(answer.1, "final");
 
     assert_eq!(foreign.authorizations(), [None]);
@@ -139,9 +139,9 @@ async fn credentials_stripped_on_leaving_the_origin_do_not_come_back() {
 #[tokio::test]
 async fn the_wrong_order_leaks_the_header_to_the_foreign_origin() {
     let Servers { space, foreign } = servers().await;
-    let client = wrong_order(BasicAuthLayer::new(support::seed_credentials()));
+    let client = wrong_order(BasicAuthLayer::new(common::seed_credentials()));
 
-    let answer = support::fetch(&client, support::get(space.url("/cross"))).await;
+    let answer = common::fetch(&client, common::get(space.url("/cross"))).await;
     assert_eq!(answer.1, "foreign");
     assert_eq!(
         foreign.authorizations(),
@@ -155,13 +155,13 @@ async fn the_wrong_order_leaks_the_header_to_the_foreign_origin() {
 async fn the_wrong_order_with_for_space_refuses_the_foreign_hop() {
     let Servers { space, foreign } = servers().await;
     let client =
-        wrong_order(BasicAuthLayer::new(support::seed_credentials()).for_space(&space.space()));
+        wrong_order(BasicAuthLayer::new(common::seed_credentials()).for_space(&space.space()));
 
     let err = client
-        .oneshot(support::get(space.url("/cross")))
+        .oneshot(common::get(space.url("/cross")))
         .await
         .unwrap_err();
-    support::assert_refused(&err);
+    common::assert_refused(&err);
     assert!(foreign.seen().is_empty());
     assert_eq!(space.authorizations(), [seed()]);
 }
