@@ -2,8 +2,6 @@
 
 use std::{error::Error as StdError, fmt};
 
-use crate::api::ApiError;
-
 /// The error type of everything in this crate that can fail: configuration, a refused request,
 /// a token endpoint's answer, or a refresh that could not produce a usable token.
 ///
@@ -68,10 +66,6 @@ impl Error {
         Self::new(Kind::Refused).with_detail(detail)
     }
 
-    pub(crate) fn api(error: ApiError) -> Self {
-        Self::new(Kind::Api).with_source(error)
-    }
-
     pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
@@ -126,18 +120,6 @@ impl Error {
     /// A refresh had to start outside a Tokio runtime.
     pub fn is_no_runtime(&self) -> bool {
         self.kind == Kind::NoRuntime
-    }
-
-    /// The API's answer, when this error is one (`is_api()`), found anywhere in the source chain.
-    pub fn api_error(&self) -> Option<&ApiError> {
-        let mut next: Option<&(dyn StdError + 'static)> = self.source.as_deref().map(|e| e as _);
-        while let Some(err) = next {
-            if let Some(api) = err.downcast_ref::<ApiError>() {
-                return Some(api);
-            }
-            next = err.source();
-        }
-        None
     }
 
     fn describe(&self) -> &'static str {

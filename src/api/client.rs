@@ -19,12 +19,10 @@ use tower::{BoxError, ServiceExt};
 use tower_service::Service;
 use zeroize::Zeroizing;
 
-#[cfg(feature = "https")]
-use crate::HttpsClient;
 use crate::{
     Credentials, Error, Space, TokenPair,
     api::{
-        ApiError,
+        ApiError, DefaultService,
         types::{
             CreateGuestToken, CreateInviteToken, CreateSubscriberToken, EmbedRequest, EmbedToken,
             InviteToken, PairResponse, RefreshRequest, SubscriberToken, SubscriberTokenResponse,
@@ -116,19 +114,9 @@ const CREATE_EMBED: Endpoint = Endpoint {
 /// # Ok(())
 /// # }
 /// ```
-#[cfg(feature = "https")]
-pub struct TokenClient<S = HttpsClient> {
-    service: S,
-    shared: Arc<Shared>,
-    timeout: Duration,
-    refreshed: RefreshedLifetimes,
-}
-
-/// Typed calls to SignalWire's token endpoints, over any tower HTTP service.
 ///
-/// Enable the `https` feature for the crate's default client.
-#[cfg(not(feature = "https"))]
-pub struct TokenClient<S> {
+/// Without the `https` feature, name the service: `TokenClient<MyService>`.
+pub struct TokenClient<S = DefaultService> {
     service: S,
     shared: Arc<Shared>,
     timeout: Duration,

@@ -1,12 +1,15 @@
 //! A non-2xx answer from SignalWire.
 
 use std::{
+    error::Error as StdError,
     fmt,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use http::{HeaderMap, StatusCode, header::RETRY_AFTER};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, de::IgnoredAny};
+
+use crate::{Error, error::Kind};
 
 /// The most bytes of a body that is not an error document kept in [`ApiError::body_text`].
 const MAX_TEXT: usize = 4096;
@@ -33,16 +36,116 @@ pub struct ApiError {
 /// One entry of an error answer's `errors[]`. Every field is optional: SignalWire's shape has
 /// `type`, `code`, `message`, `attribute` (null unless a request field is at fault) and `url`;
 /// the other shape has `detail`, `status`, `title` and `code`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// It deserializes leniently from any JSON object: a number or boolean field is kept as its
+/// text, a field of any other type (null, an array) is `None`, and unknown fields are ignored.
+///
+/// ```
+/// use signalwire_auth::ApiErrorEntry;
+///
+/// let entry: ApiErrorEntry = serde_json::from_str(
+///     r#"{"type":"validation_error","code":"token_expired","message":"Token has expired",
+///         "attribute":"refresh_token","url":"https://developer.signalwire.com/rest/errors"}"#,
+/// )?;
+/// assert_eq!(entry.code(), Some("token_expired"));
+/// assert_eq!(entry.attribute(), Some("refresh_token"));
+/// assert_eq!(entry.to_string(), "token_expired: Token has expired (attribute refresh_token)");
+///
+/// // The other shape, with a numeric status.
+/// let entry: ApiErrorEntry = serde_json::from_str(r#"{"status":403,"title":"Forbidden","attribute":null}"#)?;
+/// assert_eq!(entry.status(), Some("403"));
+/// assert_eq!(entry.attribute(), None);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ApiErrorEntry {
+    #[serde(rename = "type", default, deserialize_with = "text")]
     type_: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     code: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     message: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     attribute: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     url: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     detail: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     status: Option<Box<str>>,
+    #[serde(default, deserialize_with = "text")]
     title: Option<Box<str>>,
+}
+
+/// A field of an entry as SignalWire's services send it: usually a string, sometimes a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(Box<str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    Other(IgnoredAny),
+}
+
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Box<str>>, D::Error> {
+    Ok(match Scalar::deserialize(deserializer)? {
+        Scalar::Text(text) => Some(text),
+        Scalar::Number(number) => Some(number.to_string().into()),
+        Scalar::Bool(flag) => Some(flag.to_string().into()),
+        Scalar::Other(_) => None,
+    })
+}
+
+/// An error document: `errors` (a list, or one entry), else `error`, else a string `message`.
+/// Whichever of them is present decides, even when it holds nothing usable.
+#[derive(Deserialize)]
+struct Document {
+    #[serde(default, deserialize_with = "present")]
+    errors: Option<Items>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Item>,
+    #[serde(default, deserialize_with = "present")]
+    message: Option<Item>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Items {
+    Many(Vec<Item>),
+    One(Item),
+}
+
+/// One element of `errors[]`: an object is an entry, a bare string its message; anything else
+/// (a number, null, a nested list, caught before it could fill an entry by position) is dropped.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Item {
+    Message(Box<str>),
+    List(#[allow(dead_code, reason = "read only to be dropped")] Vec<IgnoredAny>),
+    Entry(ApiErrorEntry),
+    Other(IgnoredAny),
+}
+
+impl Item {
+    fn into_entry(self) -> Option<ApiErrorEntry> {
+        match self {
+            Self::Entry(entry) => Some(entry),
+            Self::Message(message) => Some(ApiErrorEntry {
+                message: Some(message),
+                ..ApiErrorEntry::default()
+            }),
+            Self::List(_) | Self::Other(_) => None,
+        }
+    }
+}
+
+/// A field that is present, even as `null`, is `Some`: `{"errors": null}` is no document.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl ApiError {
@@ -238,40 +341,6 @@ impl ApiErrorEntry {
             &mut self.title,
         ]
     }
-
-    fn from_object(object: &Map<String, Value>) -> Self {
-        let field = |key: &str| match object.get(key)? {
-            Value::String(s) => Some(s.as_str().into()),
-            Value::Number(n) => Some(n.to_string().into()),
-            Value::Bool(b) => Some(b.to_string().into()),
-            _ => None,
-        };
-        Self {
-            type_: field("type"),
-            code: field("code"),
-            message: field("message"),
-            attribute: field("attribute"),
-            url: field("url"),
-            detail: field("detail"),
-            status: field("status"),
-            title: field("title"),
-        }
-    }
-
-    fn from_message(message: &str) -> Self {
-        Self {
-            message: Some(message.into()),
-            ..Self::default()
-        }
-    }
-
-    fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Object(object) => Some(Self::from_object(object)),
-            Value::String(message) => Some(Self::from_message(message)),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for ApiErrorEntry {
@@ -304,22 +373,20 @@ impl fmt::Display for Printable<'_> {
 
 /// The entries of an error document, or `None` when `body` is not one.
 fn parse_document(body: &[u8]) -> Option<Vec<ApiErrorEntry>> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object()?;
-    if let Some(errors) = object.get("errors") {
-        return match errors {
-            Value::Array(items) => {
-                Some(items.iter().filter_map(ApiErrorEntry::from_value).collect())
-            }
-            other => ApiErrorEntry::from_value(other).map(|e| vec![e]),
-        };
+    // Only an object is a document; a derived struct would also accept a JSON array by position.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
     }
-    if let Some(error) = object.get("error") {
-        return ApiErrorEntry::from_value(error).map(|e| vec![e]);
-    }
-    match object.get("message") {
-        Some(Value::String(message)) => Some(vec![ApiErrorEntry::from_message(message)]),
-        _ => None,
+    let document: Document = serde_json::from_slice(body).ok()?;
+    match (document.errors, document.error, document.message) {
+        (Some(Items::Many(items)), _, _) => {
+            Some(items.into_iter().filter_map(Item::into_entry).collect())
+        }
+        (Some(Items::One(item)), _, _) | (None, Some(item), _) => {
+            item.into_entry().map(|e| vec![e])
+        }
+        (None, None, Some(message @ Item::Message(_))) => message.into_entry().map(|e| vec![e]),
+        (None, None, _) => None,
     }
 }
 
@@ -353,59 +420,61 @@ fn redact_field(field: &mut Option<Box<str>>, secret: &str) {
     }
 }
 
-/// `Retry-After` as delta-seconds or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`); a date
-/// in the past is zero.
+/// `Retry-After` as delta-seconds or an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`); a date in
+/// the past is zero.
 fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return value.parse().ok().map(Duration::from_secs);
     }
-    let at = parse_http_date(value)?;
+    let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or_default())
 }
 
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mut parts = value.split_ascii_whitespace();
-    parts.next()?.strip_suffix(',')?;
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month_name = parts.next()?;
-    let month = MONTHS.iter().position(|m| *m == month_name)? as u64 + 1;
-    let year: u64 = parts.next()?.parse().ok()?;
-    let mut clock = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
-    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    if parts.next()? != "GMT"
-        || parts.next().is_some()
-        || clock.next().is_some()
-        || !(1..=31).contains(&day)
-        || !(1970..=9999).contains(&year)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
+// The API-error parts of the crate's `Error` live here, so that `error.rs` needs nothing from
+// the modules above it.
+impl Error {
+    pub(crate) fn api(error: ApiError) -> Self {
+        Self::new(Kind::Api).with_source(error)
     }
-    let days = days_since_epoch(year, month, day);
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
 
-/// Days from 1970-01-01 to a proleptic Gregorian date (years 1970 and later), by counting from
-/// a year that starts in March so the leap day comes last.
-fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year / 400;
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    /// The API's answer, when this error is one (`is_api()`), found anywhere in the source chain.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{CreateSubscriberToken, Credentials, MockSpace, TokenClient};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let wrong = Credentials::new(mock.credentials().project_id(), "not-the-token")?;
+    /// let client = TokenClient::with_service(mock.space(), Some(wrong), mock.client());
+    /// let error = client
+    ///     .create_subscriber_token(&CreateSubscriberToken::new("alice@example.com"))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(error.is_api());
+    /// let answer = error.api_error().expect("an API error");
+    /// assert!(answer.is_unauthorized());
+    /// assert_eq!(answer.errors()[0].code(), Some("unauthorized"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn api_error(&self) -> Option<&ApiError> {
+        let mut next = StdError::source(self);
+        while let Some(err) = next {
+            if let Some(api) = err.downcast_ref::<ApiError>() {
+                return Some(api);
+            }
+            next = err.source();
+        }
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use http::HeaderValue;
 
     use super::*;
@@ -545,6 +614,41 @@ mod tests {
     }
 
     #[test]
+    fn lenient_fields_and_shapes_a_derive_would_misread() {
+        // Nested lists are not entries filled by position; null `errors` is no document.
+        let err = parse(
+            400,
+            r#"{"errors":[["validation_error","c"],{"code":"kept"}]}"#,
+        );
+        assert_eq!(err.errors().len(), 1);
+        assert!(err.has_code("kept"));
+        let err = parse(400, r#"{"errors":null,"error":"shadowed"}"#);
+        assert!(err.errors().is_empty());
+        assert_eq!(
+            err.body_text(),
+            Some(r#"{"errors":null,"error":"shadowed"}"#)
+        );
+        // A present `errors` decides even when `error` would have had something.
+        let err = parse(400, r#"{"errors":[],"error":"shadowed"}"#);
+        assert!(err.errors().is_empty());
+        assert_eq!(err.body_text(), None);
+        // Scalars of every kind are kept as text, other types dropped; unknown fields ignored.
+        let err = parse(
+            400,
+            r#"  {"errors":[{"code":true,"status":1.5,"title":["x"],"message":{"a":1},"extra":3}]}"#,
+        );
+        let entry = &err.errors()[0];
+        assert_eq!(entry.code(), Some("true"));
+        assert_eq!(entry.status(), Some("1.5"));
+        assert_eq!(entry.title(), None);
+        assert_eq!(entry.message(), None);
+        // A `message` that is not a string is no document.
+        let err = parse(400, r#"{"message":{"text":"x"}}"#);
+        assert!(err.errors().is_empty());
+        assert!(err.body_text().is_some());
+    }
+
+    #[test]
     fn garbage_bytes_never_panic() {
         let err = parse(500, "");
         assert!(err.is_server_error());
@@ -643,12 +747,12 @@ mod tests {
         );
         // Leap day and a year boundary.
         assert_eq!(
-            parse_http_date("Thu, 29 Feb 2024 00:00:00 GMT"),
-            Some(UNIX_EPOCH + Duration::from_secs(1_709_164_800))
+            parse_retry_after("Thu, 29 Feb 2024 00:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::from_secs(1_709_164_800))
         );
         assert_eq!(
-            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(UNIX_EPOCH)
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::ZERO)
         );
         for bad in [
             "",

@@ -11,10 +11,10 @@ use tower_service::Service;
 
 use crate::{
     CreateSubscriberToken, Error, Refresh, RefreshError, SubscriberToken, TokenClient, TokenPair,
-    error::Kind,
+    api::DefaultService, error::Kind,
 };
 #[cfg(feature = "https")]
-use crate::{Credentials, HttpsClient, Space};
+use crate::{Credentials, Space};
 
 /// [`Refresh`] over SignalWire's refresh endpoint
 /// (`POST /api/fabric/subscribers/tokens/refresh`, with project credentials), with an optional
@@ -47,18 +47,9 @@ use crate::{Credentials, HttpsClient, Space};
 /// # Ok(())
 /// # }
 /// ```
-#[cfg(feature = "https")]
-pub struct SubscriberRefresher<S = HttpsClient> {
-    client: TokenClient<S>,
-    remint: Option<Arc<CreateSubscriberToken>>,
-}
-
-/// [`Refresh`] over SignalWire's refresh endpoint, with an optional re-mint when the refresh
-/// chain breaks.
 ///
-/// Enable the `https` feature for the crate's default client.
-#[cfg(not(feature = "https"))]
-pub struct SubscriberRefresher<S> {
+/// Without the `https` feature, name the service: `SubscriberRefresher<MyService>`.
+pub struct SubscriberRefresher<S = DefaultService> {
     client: TokenClient<S>,
     remint: Option<Arc<CreateSubscriberToken>>,
 }
