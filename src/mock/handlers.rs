@@ -11,10 +11,10 @@ use crate::api::is_uuid;
 
 use super::{
     Fault, MockEndpoint,
+    conn::ConnLink,
     listing::{Address, Page},
     reply::{self, ErrorEntry, ErrorReply, Reply},
     request::{Caller, Fields, caller, json_object, read_body},
-    server::ConnLink,
     shared::Shared,
     tokens::{Grant, Profile, RefreshRefusal},
 };

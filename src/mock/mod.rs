@@ -98,6 +98,7 @@
 //! # }
 //! ```
 
+mod conn;
 mod faults;
 mod handlers;
 mod listing;

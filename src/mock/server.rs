@@ -23,8 +23,9 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    Fault, MockEndpoint, handlers,
-    reply::{self, Reply},
+    Fault, MockEndpoint,
+    conn::ConnLink,
+    handlers,
     shared::{Lifetimes, Shared},
     tls,
     tokens::{Entropy, Profile},
@@ -383,10 +384,7 @@ where
 {
     let close = Arc::new(Notify::new());
     let (gone, gone_rx) = watch::channel(());
-    let link = ConnLink {
-        close: close.clone(),
-        gone: gone_rx,
-    };
+    let link = ConnLink::new(close.clone(), gone_rx);
     let service =
         service_fn(move |request| handlers::answer(shared.clone(), link.clone(), request));
     let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -400,21 +398,4 @@ where
         () = close.notified() => {}
     }
     drop(gone);
-}
-
-/// A handler's way to cut its own connection, for [`Fault::Drop`] and [`Fault::LoseAnswer`].
-#[derive(Clone, Debug)]
-pub(super) struct ConnLink {
-    close: Arc<Notify>,
-    gone: watch::Receiver<()>,
-}
-
-impl ConnLink {
-    /// Closes the connection and waits until it is gone. Over HTTP/1 the connection owns this
-    /// future and drops it; over HTTP/2 the stream task gets here, and its answer goes nowhere.
-    pub(super) async fn close(mut self) -> Reply {
-        self.close.notify_one();
-        let _ = self.gone.changed().await;
-        reply::not_found()
-    }
 }
