@@ -95,6 +95,27 @@ impl fmt::Debug for BasicAuthLayer {
 }
 
 /// The service built by [`BasicAuthLayer`].
+///
+/// ```
+/// use http::{Request, Response, header::AUTHORIZATION};
+/// use signalwire_auth::{BasicAuth, BasicAuthLayer, Credentials};
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// let creds = Credentials::new("a1b2c3d4-e5f6-7890-abcd-ef1234567890", "PTsecret")?;
+/// let echo = service_fn(|req: Request<()>| async move {
+///     Ok::<_, std::convert::Infallible>(Response::new(req.headers().get(AUTHORIZATION).cloned()))
+/// });
+/// let mut client: BasicAuth<_> = BasicAuthLayer::new(creds).layer(echo);
+///
+/// let request = Request::get("https://example.signalwire.com/api/fabric/addresses").body(())?;
+/// let sent = client.ready().await?.call(request).await?.into_body().expect("a header");
+/// assert!(sent.is_sensitive());
+/// assert!(!format!("{client:?}").contains("PTsecret"));
+/// # Ok(())
+/// # }
+/// ```
 pub struct BasicAuth<S> {
     inner: S,
     header: HeaderValue,
@@ -167,7 +188,28 @@ where
 }
 
 pin_project! {
-    /// The response future of [`BasicAuth`].
+    /// The response future of [`BasicAuth`]: the inner service's future, or the refusal of a
+    /// request that would have sent credentials where they may not go.
+    ///
+    /// ```
+    /// use std::future::Future;
+    ///
+    /// use http::{Request, Response};
+    /// use signalwire_auth::{BasicAuthLayer, Credentials, basic::ResponseFuture};
+    /// use tower::{Layer, Service, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// let creds = Credentials::new("a1b2c3d4-e5f6-7890-abcd-ef1234567890", "PTsecret")?;
+    /// let mut client = BasicAuthLayer::new(creds).layer(service_fn(|_: Request<()>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(()))
+    /// }));
+    /// let future: ResponseFuture<_> = client.call(Request::get("https://evil.example/").body(())?);
+    /// let error = future.await.unwrap_err();
+    /// assert!(error.downcast_ref::<signalwire_auth::Error>().is_some_and(|e| e.is_refused()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,

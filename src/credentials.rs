@@ -8,8 +8,31 @@ use http::HeaderValue;
 use crate::{Error, secret::Secret};
 
 /// The environment variable [`Credentials::from_env`] reads the Project ID from.
+///
+/// ```
+/// use signalwire_auth::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
+///
+/// assert_eq!(PROJECT_ID_ENV, "SIGNALWIRE_PROJECT_ID");
+/// // Without the variables, the error names what is missing.
+/// if std::env::var_os(PROJECT_ID_ENV).is_none() {
+///     let error = Credentials::from_env().unwrap_err();
+///     assert!(error.is_invalid_input());
+///     assert!(error.to_string().contains(PROJECT_ID_ENV), "{error}");
+/// }
+/// # let _ = API_TOKEN_ENV;
+/// ```
 pub const PROJECT_ID_ENV: &str = "SIGNALWIRE_PROJECT_ID";
 /// The environment variable [`Credentials::from_env`] reads the API token from.
+///
+/// ```
+/// use signalwire_auth::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
+///
+/// assert_eq!(API_TOKEN_ENV, "SIGNALWIRE_API_TOKEN");
+/// if std::env::var_os(PROJECT_ID_ENV).is_some() && std::env::var_os(API_TOKEN_ENV).is_none() {
+///     let error = Credentials::from_env().unwrap_err();
+///     assert!(error.to_string().contains(API_TOKEN_ENV), "{error}");
+/// }
+/// ```
 pub const API_TOKEN_ENV: &str = "SIGNALWIRE_API_TOKEN";
 
 /// A SignalWire Project ID and API token, the pair behind Basic authentication.

@@ -10,6 +10,34 @@ use std::{error::Error as StdError, fmt};
 /// recover it with `err.downcast_ref::<signalwire_auth::Error>()`.
 ///
 /// Neither `Display` nor `Debug` ever contains a token or an API token.
+///
+/// # Example
+///
+/// ```
+/// use http::Request;
+/// use signalwire_auth::{BasicAuthLayer, Credentials, Error, Space};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Bad input is a typed error that says what is wrong.
+/// let error = Space::new("https://example.signalwire.com").unwrap_err();
+/// assert!(error.is_invalid_input());
+/// assert!(error.to_string().contains("Space::from_url"), "{error}");
+///
+/// // A service of this crate returns it boxed: downcast to ask what happened.
+/// let creds = Credentials::new("a1b2c3d4-e5f6-7890-abcd-ef1234567890", "PTsecret").unwrap();
+/// let client = BasicAuthLayer::new(creds).layer(service_fn(|_: Request<String>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// }));
+/// // Plain http to a host that is not loopback: refused, not sent.
+/// let request = Request::get("http://example.signalwire.com/api").body(String::new()).unwrap();
+/// let boxed: tower::BoxError = client.oneshot(request).await.unwrap_err();
+/// let error = boxed.downcast_ref::<Error>().expect("the crate's error");
+/// assert!(error.is_refused());
+/// assert!(!format!("{error} {error:?}").contains("PTsecret"));
+/// # }
+/// ```
 pub struct Error {
     kind: Kind,
     detail: Option<Box<str>>,

@@ -12,12 +12,53 @@ use rustls::{ClientConfig, RootCertStore};
 
 /// A pooled hyper-util client that speaks HTTPS (HTTP/1.1 and HTTP/2, chosen by ALPN) and plain
 /// HTTP. The auth layers, not the connector, decide where credentials may go.
+///
+/// Name it where a client is stored; the body type defaults to `Full<Bytes>`:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use signalwire_auth::{BasicAuth, BasicAuthLayer, Credentials, HttpsClient, https_client};
+/// use tower::Layer;
+///
+/// struct Backend {
+///     client: BasicAuth<HttpsClient>,
+/// }
+///
+/// let creds = Credentials::new("a1b2c3d4-e5f6-7890-abcd-ef1234567890", "PTsecret")?;
+/// let backend = Backend {
+///     client: BasicAuthLayer::new(creds).layer(https_client::<Full<Bytes>>()),
+/// };
+/// # drop(backend);
+/// # Ok::<(), signalwire_auth::Error>(())
+/// ```
 pub type HttpsClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
 
 /// An [`HttpsClient`] that trusts the web PKI roots bundled with the crate (Mozilla's), so it
 /// works against a real space on any machine, with no system certificate store.
 ///
-/// Needs a Tokio runtime when used, not when built.
+/// Needs a Tokio runtime when used, not when built. It also speaks plain HTTP, which the auth
+/// layers allow only to loopback, so it can reach a [`MockSpace`](crate::MockSpace):
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use bytes::Bytes;
+/// use http::{Request, StatusCode};
+/// use http_body_util::Full;
+/// use signalwire_auth::{BasicAuthLayer, MockSpace, https_client};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// let mock = MockSpace::start().await?; // plain HTTP on 127.0.0.1
+/// let client = ServiceBuilder::new()
+///     .layer(BasicAuthLayer::new(mock.credentials()))
+///     .service(https_client::<Full<Bytes>>());
+/// let request = Request::get(mock.space().endpoint("/api/fabric/subscribers")?)
+///     .body(Full::default())?;
+/// assert_eq!(client.oneshot(request).await?.status(), StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 pub fn https_client<B>() -> HttpsClient<B>
 where
     B: Body + Send + 'static,

@@ -31,6 +31,16 @@ pub struct Space {
 }
 
 /// The environment variable naming the space for [`Space::from_env`].
+///
+/// ```
+/// use signalwire_auth::{SPACE_ENV, Space};
+///
+/// assert_eq!(SPACE_ENV, "SIGNALWIRE_SPACE");
+/// if std::env::var_os(SPACE_ENV).is_none() {
+///     let error = Space::from_env().unwrap_err();
+///     assert!(error.to_string().contains(SPACE_ENV), "{error}");
+/// }
+/// ```
 pub const SPACE_ENV: &str = "SIGNALWIRE_SPACE";
 
 impl Space {

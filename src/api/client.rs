@@ -156,6 +156,36 @@ impl<S> TokenClient<S> {
     /// Without `credentials`, only the endpoints that do not need them work (invite and embed
     /// tokens, and guest tokens with a SAT); the others fail with [`Error::is_invalid_input`]
     /// before sending anything.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use std::time::Duration;
+    ///
+    /// use signalwire_auth::{CreateSubscriberToken, MockSpace, TokenClient};
+    /// use tower::ServiceBuilder;
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// // Any tower service that sends `Request<Full<Bytes>>`: here the mock's client behind a
+    /// // concurrency limit.
+    /// let service = ServiceBuilder::new().concurrency_limit(4).service(mock.client());
+    /// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), service)
+    ///     .with_timeout(Duration::from_secs(5));
+    /// let minted = client
+    ///     .create_subscriber_token(&CreateSubscriberToken::new("alice@example.com"))
+    ///     .await?;
+    /// assert!(minted.pair().refresh_token().is_some());
+    ///
+    /// // Without credentials, the endpoints that need them fail before sending.
+    /// let anonymous = TokenClient::with_service(mock.space(), None, mock.client());
+    /// let error = anonymous
+    ///     .create_subscriber_token(&CreateSubscriberToken::new("bob@example.com"))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(error.is_invalid_input());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_service(space: Space, credentials: Option<Credentials>, service: S) -> Self {
         let basic = credentials.as_ref().map(Credentials::basic_header);
         Self {
@@ -240,6 +270,25 @@ where
     /// 60 seconds with `scope: "sat:refresh"` and no `fingerprint`, counted from the instant the
     /// request was sent. SignalWire does not document a minted refresh token's lifetime; it is
     /// assumed to be the SAT's plus 5 minutes, as for refreshed pairs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// # let mock = signalwire_auth::MockSpace::start().await?;
+    /// # let client = signalwire_auth::TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// use signalwire_auth::{CreateSubscriberToken, TokenHeader};
+    ///
+    /// let minted = client
+    ///     .create_subscriber_token(&CreateSubscriberToken::new("alice@example.com"))
+    ///     .await?;
+    /// assert_eq!(minted.subscriber_id().len(), 36); // a UUID
+    /// let sat = TokenHeader::parse(minted.pair().access_token()).expect("a SAT's header");
+    /// assert_eq!(sat.typ(), Some("SAT"));
+    /// assert!(minted.pair().refresh_token().is_some());
+    /// assert_eq!(minted.pair().lifetime().as_secs(), 2 * 60 * 60);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create_subscriber_token(
         &self,
         request: &CreateSubscriberToken,
@@ -271,6 +320,23 @@ where
 
     /// Exchanges a refresh token for a new SAT (2 hours) and a new refresh token (2 hours
     /// 5 minutes), with project credentials. The old refresh token is spent either way.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// # let mock = signalwire_auth::MockSpace::start().await?;
+    /// # let client = signalwire_auth::TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// let pair = mock.mint("alice@example.com");
+    /// let spent = pair.refresh_token().expect("minted with a refresh token");
+    /// let next = client.refresh_subscriber_token(spent).await?;
+    /// assert_ne!(next.access_token(), pair.access_token());
+    ///
+    /// // A refresh token works once: the second use is refused, and says why.
+    /// let error = client.refresh_subscriber_token(spent).await.unwrap_err();
+    /// assert!(error.api_error().is_some_and(|answer| answer.is_token_expired()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn refresh_subscriber_token(&self, refresh_token: &str) -> Result<TokenPair, Error> {
         check_token("refresh token", refresh_token)?;
         let auth = self.basic(REFRESH_SUBSCRIBER)?;
@@ -301,6 +367,32 @@ where
     /// The addresses are checked first (1 to 10 UUIDs); a bad list fails with
     /// [`Error::is_invalid_input`] and nothing is sent. Lifetimes are tracked as for
     /// [`create_subscriber_token`](Self::create_subscriber_token).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// # let mock = signalwire_auth::MockSpace::start().await?;
+    /// # let client = signalwire_auth::TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// use signalwire_auth::{CreateGuestToken, GuestAuth};
+    ///
+    /// let request = CreateGuestToken::new(["c22d24f6-5a26-4f53-8008-b29530339efa"]);
+    /// // With the project credentials…
+    /// let guest = client.create_guest_token(&request, GuestAuth::Basic).await?;
+    /// assert!(guest.refresh_token().is_some());
+    /// // …or with a subscriber's SAT.
+    /// let alice = mock.mint("alice@example.com");
+    /// let guest = client
+    ///     .create_guest_token(&request, GuestAuth::Bearer(alice.access_token()))
+    ///     .await?;
+    /// assert!(!guest.access_token().is_empty());
+    ///
+    /// // More than 10 addresses fail before anything is sent.
+    /// let too_many = CreateGuestToken::new(vec!["c22d24f6-5a26-4f53-8008-b29530339efa"; 11]);
+    /// let error = client.create_guest_token(&too_many, GuestAuth::Basic).await.unwrap_err();
+    /// assert!(error.is_invalid_input());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create_guest_token(
         &self,
         request: &CreateGuestToken,
@@ -329,6 +421,26 @@ where
     }
 
     /// Creates an invite to a Fabric address, authenticated with the subscriber's SAT.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// # let mock = signalwire_auth::MockSpace::start().await?;
+    /// # let client = signalwire_auth::TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// use signalwire_auth::CreateInviteToken;
+    ///
+    /// let alice = mock.mint("alice@example.com");
+    /// let invite = client
+    ///     .create_invite_token(
+    ///         &CreateInviteToken::new("c22d24f6-5a26-4f53-8008-b29530339efa"),
+    ///         alice.access_token(),
+    ///     )
+    ///     .await?;
+    /// assert!(!invite.is_empty());
+    /// assert!(!format!("{invite:?}").contains(invite.as_str())); // Debug redacts it
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create_invite_token(
         &self,
         request: &CreateInviteToken,
@@ -343,6 +455,20 @@ where
     }
 
     /// Exchanges a click-to-call token (`c2c_…`) for a guest embed token. No authentication.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{MockSpace, TokenClient};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// // No credentials needed for this endpoint.
+    /// let client = TokenClient::with_service(mock.space(), None, mock.client());
+    /// let embed = client.create_embed_token("c2c_7acc0b5bd1ab4b4b8e6e1a3b1a2d3c4e").await?;
+    /// assert!(!embed.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create_embed_token(&self, c2c_token: &str) -> Result<EmbedToken, Error> {
         if c2c_token.is_empty() {
             return Err(Error::invalid_input("click-to-call token is empty"));

@@ -25,6 +25,33 @@ const MAX_DISPLAY_TEXT: usize = 200;
 ///
 /// Any token the request carried is cut out of the kept text before it is stored, so neither
 /// `Debug` nor `Display` can echo one back.
+///
+/// # Example
+///
+/// A refresh token works once; presenting it again is a 422 that says why:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use http::StatusCode;
+/// use signalwire_auth::{MockSpace, TokenClient};
+///
+/// let mock = MockSpace::start().await?;
+/// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+/// let pair = mock.mint("alice@example.com");
+/// let refresh_token = pair.refresh_token().unwrap_or_default();
+/// client.refresh_subscriber_token(refresh_token).await?;
+///
+/// let error = client.refresh_subscriber_token(refresh_token).await.unwrap_err();
+/// let answer = error.api_error().expect("SignalWire answered");
+/// assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+/// assert!(answer.is_validation() && answer.is_token_expired());
+/// assert_eq!(answer.errors()[0].attribute(), Some("refresh_token"));
+/// // The refresh token it was sent is not echoed back.
+/// assert!(!format!("{answer} {answer:?}").contains(refresh_token));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,

@@ -65,6 +65,34 @@ impl SubscriberRefresher {
 
 impl<S> SubscriberRefresher<S> {
     /// Refreshes through `client`, which must have project credentials.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{
+    ///     CreateSubscriberToken, MockSpace, SubscriberRefresher, TokenCache, TokenClient,
+    ///     mock::MockEndpoint,
+    /// };
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// let refresher = SubscriberRefresher::with_client(client)
+    ///     .with_remint(CreateSubscriberToken::new("alice@example.com"));
+    /// let cache = TokenCache::new(mock.mint("alice@example.com"), refresher);
+    ///
+    /// let first = cache.refresh_now().await?;
+    /// assert_eq!(mock.calls(MockEndpoint::RefreshSubscriberToken), 1);
+    ///
+    /// // The chain breaks (here: a refresh token that was spent elsewhere); the refresher
+    /// // mints a new pair instead of failing.
+    /// let elsewhere = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// elsewhere.refresh_subscriber_token(first.refresh_token().unwrap_or_default()).await?;
+    /// let reminted = cache.refresh_now().await?;
+    /// assert_ne!(reminted.access_token(), first.access_token());
+    /// assert_eq!(mock.calls(MockEndpoint::CreateSubscriberToken), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_client(client: TokenClient<S>) -> Self {
         Self {
             client,

@@ -60,6 +60,13 @@ pub struct CreateSubscriberToken {
 
 /// The scope that makes a SAT able to refresh itself; without a `fingerprint` such a SAT lives
 /// only 60 seconds.
+///
+/// ```
+/// use signalwire_auth::{CreateSubscriberToken, SAT_REFRESH_SCOPE};
+///
+/// let request = CreateSubscriberToken::new("alice@example.com").with_scope(SAT_REFRESH_SCOPE);
+/// assert_eq!(request.scope(), Some("sat:refresh"));
+/// ```
 pub const SAT_REFRESH_SCOPE: &str = "sat:refresh";
 
 fn serialize_secret<S: Serializer>(secret: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
@@ -195,6 +202,26 @@ impl fmt::Debug for CreateSubscriberToken {
 }
 
 /// What `POST /api/fabric/subscribers/tokens` answers: the subscriber's ID and a token pair.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use signalwire_auth::{CreateSubscriberToken, MockSpace, TokenClient};
+///
+/// let mock = MockSpace::start().await?;
+/// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+/// let request = CreateSubscriberToken::new("alice@example.com");
+/// let minted = client.create_subscriber_token(&request).await?;
+/// // The same reference is the same subscriber.
+/// let again = client.create_subscriber_token(&request).await?;
+/// assert_eq!(minted.subscriber_id(), again.subscriber_id());
+/// // Debug shows the ID, never a token.
+/// assert!(!format!("{minted:?}").contains(minted.pair().access_token()));
+/// let pair = minted.into_pair(); // ready for a TokenCache
+/// # drop(pair);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SubscriberToken {
     subscriber_id: Box<str>,
@@ -316,6 +343,17 @@ impl CreateGuestToken {
 /// How [`TokenClient::create_guest_token`](crate::TokenClient::create_guest_token)
 /// authenticates: the endpoint's reference page documents project credentials, the
 /// Authorization guide a subscriber's SAT.
+///
+/// ```
+/// use signalwire_auth::GuestAuth;
+///
+/// let sat = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwidHlwIjoiU0FUIn0..x.y.z";
+/// let auth = GuestAuth::Bearer(sat);
+/// assert_eq!(format!("{auth:?}"), "Bearer([redacted])");
+/// assert_eq!(format!("{:?}", GuestAuth::Basic), "Basic");
+/// ```
+///
+/// [`TokenClient::create_guest_token`](crate::TokenClient::create_guest_token) shows both in use.
 #[derive(Clone, Copy)]
 pub enum GuestAuth<'a> {
     /// The client's project credentials (Basic).

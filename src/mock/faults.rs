@@ -6,6 +6,26 @@ use http::{Method, StatusCode};
 
 /// One of the endpoints [`MockSpace`](super::MockSpace) serves, for
 /// [`calls`](super::MockSpace::calls) and [`inject`](super::MockSpace::inject).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use http::{Method, StatusCode};
+/// use signalwire_auth::{CreateSubscriberToken, MockSpace, TokenClient, mock::MockEndpoint};
+///
+/// let mock = MockSpace::start().await?;
+/// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+/// client.create_subscriber_token(&CreateSubscriberToken::new("alice@example.com")).await?;
+///
+/// let endpoint = MockEndpoint::CreateSubscriberToken;
+/// assert_eq!(mock.calls(endpoint), 1);
+/// assert_eq!(endpoint.path(), "/api/fabric/subscribers/tokens");
+/// assert_eq!(endpoint.method(), Method::POST);
+/// assert_eq!(endpoint.success_status(), StatusCode::OK);
+/// assert_eq!(MockEndpoint::ALL.iter().map(|e| mock.calls(*e)).sum::<usize>(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MockEndpoint {
@@ -84,6 +104,29 @@ impl MockEndpoint {
 /// `Status`, `Garbage` and `Drop` replace the whole answer: the request is not authenticated,
 /// read or acted on, so nothing is minted and no refresh token is spent. `Delay` and
 /// `LoseAnswer` let the request be handled normally.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use http::StatusCode;
+/// use signalwire_auth::{MockSpace, TokenClient, mock::{Fault, MockEndpoint}};
+///
+/// let mock = MockSpace::start().await?;
+/// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+/// let pair = mock.mint("alice@example.com");
+///
+/// // The next refresh is rate limited; the one after it goes through.
+/// mock.inject(MockEndpoint::RefreshSubscriberToken, Fault::Status(StatusCode::TOO_MANY_REQUESTS), 1);
+/// let refresh_token = pair.refresh_token().unwrap_or_default();
+/// let error = client.refresh_subscriber_token(refresh_token).await.unwrap_err();
+/// let answer = error.api_error().expect("an API error");
+/// assert!(answer.is_rate_limited());
+/// assert_eq!(answer.retry_after(), Some(std::time::Duration::from_secs(1)));
+/// // The faulted call spent nothing: the same refresh token still works.
+/// client.refresh_subscriber_token(refresh_token).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {

@@ -47,6 +47,41 @@ const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 ///
 /// Token lifetimes run on [`tokio::time::Instant`], so a test with paused time
 /// (`#[tokio::test(start_paused = true)]`) expires tokens with `tokio::time::advance`.
+///
+/// # Example
+///
+/// The whole Bearer stack against the mock: a minted pair, refreshed through the refresh
+/// endpoint after the server revokes the access token.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use bytes::Bytes;
+/// use http::{Request, StatusCode};
+/// use http_body_util::Full;
+/// use signalwire_auth::{
+///     BearerAuthLayer, MockSpace, ReplayBody, SubscriberRefresher, TokenCache, TokenClient,
+///     mock::MockEndpoint,
+/// };
+/// use tower::{Layer, ServiceExt};
+///
+/// let mock = MockSpace::start().await?;
+/// let tokens = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+/// let cache = TokenCache::new(mock.mint("alice@example.com"), SubscriberRefresher::with_client(tokens));
+/// let client = BearerAuthLayer::new(cache).layer(mock.client::<ReplayBody<Full<Bytes>>>());
+/// let addresses = mock.space().endpoint("/api/fabric/addresses")?;
+///
+/// let request = Request::get(addresses.clone()).body(Full::default())?;
+/// assert_eq!(client.clone().oneshot(request).await?.status(), StatusCode::OK);
+///
+/// mock.revoke_access_tokens(); // the next request gets a 401, refreshes once, replays
+/// let request = Request::get(addresses).body(Full::default())?;
+/// assert_eq!(client.oneshot(request).await?.status(), StatusCode::OK);
+/// assert_eq!(mock.calls(MockEndpoint::RefreshSubscriberToken), 1);
+/// assert_eq!(mock.calls(MockEndpoint::ListAddresses), 3);
+/// # Ok(())
+/// # }
+/// ```
 pub struct MockSpace {
     shared: Arc<Shared>,
     addr: SocketAddr,
