@@ -483,11 +483,43 @@ macro_rules! token_string {
 
 token_string! {
     /// An invite token from `POST /api/fabric/subscriber/invites`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{CreateInviteToken, InviteToken, MockSpace, TokenClient};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let client = TokenClient::with_service(mock.space(), None, mock.client());
+    /// let alice = mock.mint("alice@example.com");
+    /// let request = CreateInviteToken::new("c22d24f6-5a26-4f53-8008-b29530339efa");
+    /// let invite: InviteToken = client.create_invite_token(&request, alice.access_token()).await?;
+    /// assert_eq!(format!("{invite:?}"), "InviteToken([redacted])");
+    /// let link = format!("https://example.com/join?token={}", invite.as_str());
+    /// # drop(link);
+    /// # Ok(())
+    /// # }
+    /// ```
     InviteToken
 }
 
 token_string! {
     /// A guest embed token from `POST /api/fabric/embeds/tokens`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{EmbedToken, MockSpace, TokenClient};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let client = TokenClient::with_service(mock.space(), None, mock.client());
+    /// let embed: EmbedToken = client.create_embed_token("c2c_7acc0b5bd1ab4b4b8e6e1a3b").await?;
+    /// let text: String = embed.clone().into();
+    /// assert_eq!(text, embed.as_str());
+    /// assert!(!format!("{embed:?}").contains(&text));
+    /// # Ok(())
+    /// # }
+    /// ```
     EmbedToken
 }
 
