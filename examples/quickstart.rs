@@ -8,13 +8,20 @@
 //! space instead, with a 60 s SAT (`scope: "sat:refresh"`), refreshing it once by hand.
 //!
 //! ```text
-//! cargo run --example quickstart --features test-util
+//! cargo run --example quickstart
 //! ```
+//!
+//! Every line it prints says what happened: refreshes are recorded by the cache's `on_refresh`
+//! hook as they are installed, and a replay is read from the cache's counters.
 
-use std::time::Duration;
+use std::{
+    io::IsTerminal,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Request, StatusCode, header::AUTHORIZATION};
 use http_body_util::{BodyExt, Full};
 use signalwire_auth::{
     BearerAuthLayer, CreateSubscriberToken, Credentials, HttpsClient, ReplayBody,
@@ -72,6 +79,18 @@ impl Target {
     }
 }
 
+/// Which SAT `token` is (0 for the minted one). The hook runs on the refresh task and may note
+/// a SAT just after a replay used it, so wait a little for it to show up.
+async fn sat_number(sats: &Mutex<Vec<String>>, token: &str) -> Option<usize> {
+    for _ in 0..1000 {
+        if let Some(n) = sats.lock().unwrap().iter().position(|sat| sat == token) {
+            return Some(n);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,6 +105,8 @@ async fn main() -> Result<(), BoxError> {
         )
         .with_target(false)
         .without_time()
+        // Colour codes only for a terminal, not for a file or a pipe.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 
     let target = Target::from_env().await?;
@@ -125,9 +146,43 @@ async fn main() -> Result<(), BoxError> {
     // 2. Keep it fresh through the refresh endpoint, re-minting if the chain ever breaks.
     let refresher = SubscriberRefresher::with_client(tokens.clone())
         .with_remint(CreateSubscriberToken::new(reference));
-    let cache = TokenCache::new(minted.into_pair(), refresher);
+    // The narration below says what happened, from two records rather than from counters
+    // read at the wrong moment: the `on_refresh` hook notes each SAT as it is installed, and a
+    // layer below the auth layer notes which SAT each request actually went out with.
+    let sats = Arc::new(Mutex::new(vec![minted.pair().access_token().to_owned()]));
+    let installed: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let cache = TokenCache::builder(minted.into_pair(), refresher)
+        .on_refresh({
+            let (sats, installed) = (Arc::clone(&sats), Arc::clone(&installed));
+            move |pair| {
+                sats.lock().unwrap().push(pair.access_token().to_owned());
+                installed.lock().unwrap().push(Instant::now());
+            }
+        })
+        .build();
+    let installed_since = |seen: &mut usize| -> Vec<Instant> {
+        let all = installed.lock().unwrap();
+        let new = all[*seen..].to_vec();
+        *seen = all.len();
+        new
+    };
+    let mut seen = 0;
+    let sent_with: Arc<Mutex<Option<String>>> = Arc::default();
     let mut client = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(cache.clone()).for_space(&space))
+        .map_request({
+            let sent_with = Arc::clone(&sent_with);
+            move |request: Request<ReplayBody<Full<Bytes>>>| {
+                // The last send wins: for a replayed request, the replay's token.
+                *sent_with.lock().unwrap() = request
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.strip_prefix("Bearer "))
+                    .map(str::to_owned);
+                request
+            }
+        })
         .service(target.client::<ReplayBody<Full<Bytes>>>());
 
     // 3. List addresses across several token lifetimes.
@@ -143,7 +198,16 @@ async fn main() -> Result<(), BoxError> {
         }
         if round == 1 && target.mock.is_none() {
             cache.refresh_now().await?;
+            installed_since(&mut seen);
             println!("        refreshed the SAT by hand");
+        }
+        // Refreshes that ran between requests: ahead of expiry, in the background (started by
+        // an earlier request inside the refresh-ahead window, or by the cache's own timer).
+        for at in installed_since(&mut seen) {
+            println!(
+                "t={:>4.1}s         the cache refreshed ahead of expiry, in the background",
+                at.duration_since(start).as_secs_f64(),
+            );
         }
         let request = Request::get(space.endpoint("/api/fabric/addresses?page_size=5")?)
             .body(Full::default())?;
@@ -156,19 +220,36 @@ async fn main() -> Result<(), BoxError> {
                     .ok()
                     .and_then(|v| v["data"].as_array().map(Vec::len));
                 let after = cache.stats();
+                let token = sent_with.lock().unwrap().take();
+                let sent = match token {
+                    Some(token) => sat_number(&sats, &token).await,
+                    None => None,
+                };
+                let newest = sats.lock().unwrap().len() - 1;
+                let refreshed_during = installed_since(&mut seen);
                 let note = if after.replays() > before.replays() {
-                    "  <- 401, refreshed once, replayed"
-                } else if after.generation() != before.generation() {
-                    "  <- refreshed ahead of expiry"
+                    "  <- 401: refreshed once, replayed with the new SAT".to_owned()
+                } else if let Some(at) = refreshed_during.last() {
+                    let at = at.duration_since(start).as_secs_f64();
+                    if sent == Some(newest) {
+                        format!(
+                            "  <- the SAT was about to expire: waited for its refresh (t={at:.1}s)"
+                        )
+                    } else {
+                        format!(
+                            "  <- inside the refresh-ahead window: sent with the current SAT while \
+                             SAT #{newest} was fetched in the background (installed t={at:.1}s)"
+                        )
+                    }
                 } else {
-                    ""
+                    String::new()
                 };
                 println!(
                     "t={:>4.1}s GET /api/fabric/addresses -> {} ({} addresses) with SAT #{}{note}",
                     start.elapsed().as_secs_f64(),
                     status.as_u16(),
                     count.map_or_else(|| "?".into(), |n| n.to_string()),
-                    after.generation(),
+                    sent.map_or_else(|| "?".into(), |n| n.to_string()),
                 );
                 if status != StatusCode::OK {
                     failures += 1;
@@ -190,7 +271,7 @@ async fn main() -> Result<(), BoxError> {
     let stats = cache.stats();
     println!();
     println!("requests made:          {rounds}");
-    println!("SATs used:              {}", stats.generation() + 1);
+    println!("SATs used:              {}", sats.lock().unwrap().len());
     if let Some(mock) = &target.mock {
         println!(
             "requests the space saw: {}",
