@@ -4,7 +4,7 @@
 //! `SIGNALWIRE_API_TOKEN` are set.
 //!
 //! ```text
-//! cargo run --example basic --features test-util
+//! cargo run --example basic
 //! ```
 
 use bytes::Bytes;

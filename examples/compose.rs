@@ -6,7 +6,7 @@
 //! retry at work.
 //!
 //! ```text
-//! cargo run --example compose --features test-util
+//! cargo run --example compose
 //! ```
 
 use std::{future, time::Duration};
