@@ -24,21 +24,15 @@ use tower::{BoxError, Layer, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let real = [
-        "SIGNALWIRE_SPACE",
-        "SIGNALWIRE_PROJECT_ID",
-        "SIGNALWIRE_API_TOKEN",
-    ]
-    .iter()
-    .all(|v| std::env::var_os(v).is_some());
-    let mock = if real {
-        None
-    } else {
-        Some(MockSpace::start().await?)
+    // A real space when all three variables are set, else the embedded mock.
+    let from_env = Space::from_env().and_then(|space| Ok((space, Credentials::from_env()?)));
+    let mock = match from_env {
+        Ok(_) => None,
+        Err(_) => Some(MockSpace::start().await?),
     };
-    let (space, credentials) = match &mock {
-        Some(mock) => (mock.space(), mock.credentials()),
-        None => (Space::from_env()?, Credentials::from_env()?),
+    let (space, credentials) = match (&mock, from_env) {
+        (Some(mock), _) => (mock.space(), mock.credentials()),
+        (None, from_env) => from_env?,
     };
     let tokens = match &mock {
         Some(mock) => TokenClient::with_service(space.clone(), Some(credentials), mock.client()),

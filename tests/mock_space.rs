@@ -31,13 +31,9 @@ const DOCS: &str = "https://developer.signalwire.com/rest/overview/error-codes";
 const ADDRESS: &str = "c22d24f6-5a26-4f53-8008-b29530339efa";
 
 /// A UUID in its canonical 8-4-4-4-12 hex form, as SignalWire writes ids.
-fn is_uuid(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
+fn is_uuid(id: &str) -> bool {
+    id.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+        && id.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
 }
 
 /// What came back, read in full.

@@ -8,6 +8,7 @@ use std::{
 
 use http::{HeaderMap, StatusCode, header::RETRY_AFTER};
 use serde::{Deserialize, Deserializer, de::IgnoredAny};
+use serde_json::Value;
 
 use crate::{Error, error::Kind};
 
@@ -105,21 +106,12 @@ pub struct ApiErrorEntry {
 }
 
 /// A field of an entry as SignalWire's services send it: usually a string, sometimes a number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Text(Box<str>),
-    Number(serde_json::Number),
-    Bool(bool),
-    Other(IgnoredAny),
-}
-
 fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Box<str>>, D::Error> {
-    Ok(match Scalar::deserialize(deserializer)? {
-        Scalar::Text(text) => Some(text),
-        Scalar::Number(number) => Some(number.to_string().into()),
-        Scalar::Bool(flag) => Some(flag.to_string().into()),
-        Scalar::Other(_) => None,
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => Some(text.into()),
+        Value::Number(number) => Some(number.to_string().into()),
+        Value::Bool(flag) => Some(flag.to_string().into()),
+        _ => None,
     })
 }
 
