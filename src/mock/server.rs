@@ -106,6 +106,27 @@ impl MockSpace {
     /// Starts an HTTPS mock, with a certificate for `localhost` and `127.0.0.1` made now and
     /// trusted by [`client`](Self::client) only.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{CreateSubscriberToken, MockSpace, TokenClient, https_client};
+    ///
+    /// let mock = MockSpace::start_tls().await?;
+    /// assert!(mock.space().is_https());
+    /// let request = CreateSubscriberToken::new("alice@example.com");
+    ///
+    /// // The mock's own client trusts its certificate…
+    /// let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    /// client.create_subscriber_token(&request).await?;
+    ///
+    /// // …a client with the web PKI roots does not, and says so.
+    /// let strict = TokenClient::with_service(mock.space(), Some(mock.credentials()), https_client());
+    /// let error = strict.create_subscriber_token(&request).await.unwrap_err();
+    /// assert!(error.is_transport(), "{error:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Panics
     ///
     /// Outside a Tokio runtime, like [`tokio::net::TcpSocket::listen`].
