@@ -96,14 +96,14 @@ mod error;
 mod https;
 #[cfg(feature = "test-util")]
 pub mod mock;
-mod refresher;
 mod secret;
 mod space;
 mod target;
 
 pub use api::{
     ApiError, ApiErrorEntry, CreateGuestToken, CreateInviteToken, CreateSubscriberToken,
-    EmbedToken, GuestAuth, InviteToken, SAT_REFRESH_SCOPE, SubscriberToken, TokenClient,
+    EmbedToken, GuestAuth, InviteToken, SAT_REFRESH_SCOPE, SubscriberRefresher, SubscriberToken,
+    TokenClient,
 };
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
@@ -116,7 +116,6 @@ pub use error::Error;
 pub use https::{HttpsClient, https_client};
 #[cfg(feature = "test-util")]
 pub use mock::MockSpace;
-pub use refresher::SubscriberRefresher;
 pub use space::{SPACE_ENV, Space};
 
 /// Compiles the README's examples as doctests.
