@@ -186,3 +186,19 @@ impl StdError for Error {
         self.source.as_deref().map(|e| e as _)
     }
 }
+
+/// An error and its sources, `: `-separated: each level's `Display` says only what it adds, so
+/// this prints every fact once (for `tracing` events, which show one string).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(error) = next {
+            write!(f, ": {error}")?;
+            next = error.source();
+        }
+        Ok(())
+    }
+}
