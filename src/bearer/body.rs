@@ -248,6 +248,9 @@ impl<B: Body> Body for ReplayBody<B> {
                             tee.record(data);
                         } else if let Some(trailers) = frame.trailers_ref() {
                             tee.trailers = Some(trailers.clone());
+                            // Trailers are the last frame of a body, whatever `is_end_stream`
+                            // says: a consumer may drop the body right after them.
+                            tee.complete();
                         }
                         // Clients such as hyper stop polling once the body says it has ended,
                         // so the end is noted here rather than on a final `None`.
@@ -280,9 +283,11 @@ impl<B: Body> Body for ReplayBody<B> {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 if let Some(body) = rest.as_mut() {
-                    return Poll::Ready(
-                        ready!(body.as_mut().poll_frame(cx)).map(|frame| frame.map(to_bytes)),
-                    );
+                    match ready!(body.as_mut().poll_frame(cx)) {
+                        Some(frame) => return Poll::Ready(Some(frame.map(to_bytes))),
+                        // The rest has ended: recorded trailers, if any, still come last.
+                        None => *rest = None,
+                    }
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
