@@ -262,7 +262,7 @@ where
             Err(error) => error,
         };
         tracing::debug!(
-            error = %error,
+            error = %crate::error::Chain(&error),
             terminal = error.is_terminal(),
             "subscriber token refresh failed"
         );
@@ -294,7 +294,7 @@ where
             Err(e) => {
                 let error = classify(e);
                 tracing::debug!(
-                    error = %error,
+                    error = %crate::error::Chain(&error),
                     terminal = error.is_terminal(),
                     "subscriber token re-mint failed"
                 );

@@ -119,11 +119,12 @@ impl fmt::Debug for RefreshError {
 
 impl fmt::Display for RefreshError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.terminal {
-            write!(f, "refresh failed for good: {}", self.source)
+        // What this level adds; the cause is the source, printed by whoever walks the chain.
+        f.write_str(if self.terminal {
+            "the refresher gave up (retrying cannot help)"
         } else {
-            write!(f, "refresh failed, will retry: {}", self.source)
-        }
+            "the refresher failed (the cache retries with backoff)"
+        })
     }
 }
 
