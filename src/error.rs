@@ -232,13 +232,12 @@ fn recognise(error: &(dyn StdError + 'static)) -> Option<&'static str> {
         if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= client.is_connect();
         }
-        // `io::Error` hides a custom error from `source()`: look inside it too.
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if let Some(words) = io.get_ref().and_then(|inner| words_for(inner)) {
-                return Some(words);
-            }
-        }
-        next = error.source();
+        // `io::Error` hides the error it wraps from `source()` (it skips to that error's own
+        // source): step into it instead, as rustls's certificate errors sit there.
+        next = match error.downcast_ref::<std::io::Error>() {
+            Some(io) if io.get_ref().is_some() => io.get_ref().map(|inner| inner as _),
+            _ => error.source(),
+        };
     }
     connect.then_some("could not connect")
 }

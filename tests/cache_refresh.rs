@@ -32,6 +32,19 @@ fn windowed(refresher: &Refresher) -> TokenCacheBuilder {
         .jitter(false)
 }
 
+/// An error and its sources, as `{:#}` in anyhow prints them: each level says only what it
+/// adds, so the refresher's words are one level down.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut shown = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        shown.push_str(": ");
+        shown.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    shown
+}
+
 /// Asserts that every outcome is a 200 for a request the upstream saw with `token`.
 fn assert_all_ok(outcomes: &[Outcome], upstream: &Upstream, token: &str) {
     for outcome in outcomes {
@@ -418,10 +431,7 @@ async fn an_outage_past_expiry_fails_fast_with_refresh_failed() {
         let error = auth_error(&error);
         assert!(error.is_refresh_failed(), "{error}");
         assert!(!error.is_reauthentication_needed());
-        let cause = error
-            .source()
-            .expect("the refresh error is the source")
-            .to_string();
+        let cause = chain(error.source().expect("the refresh error is the source"));
         assert!(cause.contains("refresh endpoint unavailable"), "{cause}");
     }
     let refresh_now = now_or_never(cache.refresh_now())
@@ -477,7 +487,7 @@ async fn a_terminal_failure_is_shared_final_and_cleared_by_install() {
         let error = auth_error(outcome.as_ref().unwrap_err());
         assert!(error.is_reauthentication_needed(), "{error}");
         assert!(!error.is_refresh_failed());
-        causes.push(error.source().expect("source").to_string());
+        causes.push(chain(error.source().expect("source")));
     }
     // One refresh, one result: every waiter got the error of call 1.
     assert!(

@@ -521,7 +521,9 @@ mod tests {
         let bare = TokenPair::new(SAT, Instant::now(), Duration::from_secs(60)).unwrap();
         let error = refresher(&fake).refresh(&bare).await.unwrap_err();
         assert!(error.is_terminal());
-        assert!(error.to_string().contains("no refresh token"), "{error}");
+        // The cause is the source: the chain says it once.
+        let chain = crate::error::Chain(&error).to_string();
+        assert!(chain.contains("no refresh token"), "{chain}");
         assert_eq!(fake.calls(), 0);
     }
 

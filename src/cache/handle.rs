@@ -46,11 +46,31 @@ use crate::{Error, error::Kind};
 /// or a builder with `enable_all()` / `enable_time()`). A timer or refresh lost because its
 /// runtime shut down is re-armed by the next request.
 ///
-/// Refreshes ahead of expiry are started by requests, not by the timer alone: a cache that
-/// sees no request from before the advisory deadline until after its refresh token expires
-/// (2 h 5 min after the last refresh) finds its chain broken. Configure
-/// [`SubscriberRefresher::with_remint`](crate::SubscriberRefresher::with_remint) (or a
-/// refresher of your own that can start over) for sessions that go idle that long.
+/// # Idle sessions
+///
+/// By default a pair that requests have used is refreshed by its timer at the advisory
+/// deadline, without waiting for a request; a pair nobody used since it was installed waits
+/// for one. So a session that goes idle keeps its chain for one more lifetime (2 h 5 min for
+/// SignalWire's refresh tokens) and then finds it broken, unless the refresher can start over
+/// ([`SubscriberRefresher::with_remint`](crate::SubscriberRefresher::with_remint)).
+/// [`keep_alive(true)`](TokenCacheBuilder::keep_alive) keeps an idle chain alive indefinitely;
+/// `keep_alive(false)` refreshes only when requests come.
+///
+/// # What costs a refresh
+///
+/// - A refresher that hands back a pair already inside its refresh window is not called again
+///   at once: the pair serves while it is valid, and the next attempt comes 10 s later (the
+///   spacing google-cloud-rust uses). A pair handed back already expired is likewise not
+///   refreshed again for 10 s; requests that need a token wait that long.
+/// - A 401 for the current pair starts one refresh; the pair it produces is marked as the
+///   answer to a 401, and a 401 for it within 30 s is passed back without another refresh,
+///   replayable or not. Only a 401 marks a pair: [`refresh_now`](Self::refresh_now) does not.
+/// - Past the hard deadline, a request that meets a transient failure waits for the next
+///   backoff attempt if it is due within the attempt timeout of when the request began
+///   waiting; otherwise it fails with [`Error::is_refresh_failed`].
+/// - [`on_refresh`](TokenCacheBuilder::on_refresh) sees pairs in install order, one call at
+///   a time: the last pair it saw is [`current`](Self::current) (unless one was installed by
+///   hand).
 ///
 /// # Example
 ///
