@@ -26,6 +26,23 @@ pin_project! {
     /// Build the inner client for this body type, for example
     /// `https_client::<ReplayBody<Full<Bytes>>>()`. [`ReplayBody::new`] wraps a body that is not
     /// recorded, for sending through the same client without the layer.
+    ///
+    /// Trailers are recorded with the data and replayed after it.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use signalwire_auth::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), std::convert::Infallible> {
+    /// // Outside the layer, a `ReplayBody` is the body it wraps.
+    /// let body = ReplayBody::new(Full::new(Bytes::from_static(b"{\"page_size\":10}")));
+    /// let bytes = body.collect().await?.to_bytes();
+    /// assert_eq!(&bytes[..], b"{\"page_size\":10}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ReplayBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -300,6 +300,26 @@ impl fmt::Debug for Current {
 }
 
 /// Settings of a [`TokenCache`]; from [`TokenCache::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use signalwire_auth::{RefreshError, TokenCache, TokenPair};
+/// use tokio::time::Instant;
+///
+/// let pair = TokenPair::new("first", Instant::now(), Duration::from_secs(3600))?;
+/// let cache = TokenCache::builder(pair, |_old: TokenPair| async {
+///     Err::<TokenPair, _>(RefreshError::terminal("this example never refreshes"))
+/// })
+/// .refresh_ahead(Duration::from_secs(10 * 60))
+/// .hard_margin(Duration::from_secs(60))
+/// .backoff(Duration::from_millis(500), Duration::from_secs(20))
+/// .attempt_timeout(Duration::from_secs(10))
+/// .keep_alive(true)
+/// .on_refresh(|pair| println!("persist: valid until {:?}", pair.expires_at()))
+/// .build();
+/// assert_eq!(cache.current().access_token(), "first");
+/// # Ok::<(), signalwire_auth::Error>(())
+/// ```
 #[must_use = "call .build() to get the cache"]
 pub struct TokenCacheBuilder {
     pair: TokenPair,
@@ -416,7 +436,28 @@ impl fmt::Debug for TokenCacheBuilder {
     }
 }
 
-/// Counters of a [`TokenCache`], from [`TokenCache::stats`].
+/// Counters of a [`TokenCache`], from [`TokenCache::stats`]. They are written before the
+/// refresh they count wakes anyone, so a caller woken by it already sees them.
+///
+/// ```
+/// use std::time::Duration;
+/// use signalwire_auth::{RefreshError, TokenCache, TokenPair};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), signalwire_auth::Error> {
+/// let pair = TokenPair::new("first", Instant::now(), Duration::from_secs(3600))?;
+/// let cache = TokenCache::new(pair, |_old: TokenPair| async {
+///     TokenPair::new("next", Instant::now(), Duration::from_secs(3600)).map_err(RefreshError::terminal)
+/// });
+/// assert_eq!(cache.stats().generation(), 0);
+/// cache.refresh_now().await?;
+/// let stats = cache.stats();
+/// assert_eq!((stats.attempts(), stats.refreshes(), stats.failures()), (1, 1, 0));
+/// assert_ne!(stats.generation(), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
     attempts: u64,
