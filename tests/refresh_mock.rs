@@ -87,6 +87,25 @@ async fn get(uri: &http::Uri, client: &Client) -> Result<StatusCode, BoxError> {
     Ok(client.clone().oneshot(request).await?.status())
 }
 
+/// Builds the cache and sends one request with it, so its pair counts as used.
+async fn used(mock: &MockSpace, builder: TokenCacheBuilder) -> (TokenCache, Client) {
+    let cache = builder.build();
+    let client = client(mock, &cache);
+    assert_eq!(list_addresses(mock, &client).await.unwrap(), StatusCode::OK);
+    (cache, client)
+}
+
+/// Waits (on the running clock) until no refresh is in flight by the `Watched` count.
+async fn none_in_flight(in_flight: &AtomicUsize) {
+    for _ in 0..5_000 {
+        if in_flight.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("a refresh never ended");
+}
+
 fn idle_cache(mock: &MockSpace) -> TokenCacheBuilder {
     TokenCache::builder(
         mock.mint(REFERENCE),
@@ -100,12 +119,7 @@ fn idle_cache(mock: &MockSpace) -> TokenCacheBuilder {
 #[tokio::test]
 async fn a_used_cache_refreshes_on_its_timer_and_survives_going_idle() {
     let mock = MockSpace::start().await.unwrap();
-    let cache = idle_cache(&mock).build();
-    let client = client(&mock, &cache);
-    assert_eq!(
-        list_addresses(&mock, &client).await.unwrap(),
-        StatusCode::OK
-    );
+    let (cache, client) = used(&mock, idle_cache(&mock)).await;
     // Idle past the advisory deadline (1 h 55 min): the timer refreshes without a request.
     advance(115 * MINUTE + Duration::from_secs(1)).await;
     settle(&cache).await;
@@ -122,15 +136,8 @@ async fn a_used_cache_refreshes_on_its_timer_and_survives_going_idle() {
 #[tokio::test]
 async fn keep_alive_keeps_an_idle_chain_alive_for_hours() {
     let mock = MockSpace::start().await.unwrap();
-    let kept = idle_cache(&mock).keep_alive(true).build();
-    let lapsing = idle_cache(&mock).build();
-    for cache in [&kept, &lapsing] {
-        let client = client(&mock, cache);
-        assert_eq!(
-            list_addresses(&mock, &client).await.unwrap(),
-            StatusCode::OK
-        );
-    }
+    let (kept, _) = used(&mock, idle_cache(&mock).keep_alive(true)).await;
+    let (lapsing, _) = used(&mock, idle_cache(&mock)).await;
     // Ten idle hours, in half-hour steps so each timer fires near its deadline.
     for _ in 0..20 {
         advance(30 * MINUTE).await;
@@ -152,12 +159,7 @@ async fn keep_alive_keeps_an_idle_chain_alive_for_hours() {
 #[tokio::test]
 async fn keep_alive_false_refreshes_only_when_requests_come() {
     let mock = MockSpace::start().await.unwrap();
-    let cache = idle_cache(&mock).keep_alive(false).build();
-    let client = client(&mock, &cache);
-    assert_eq!(
-        list_addresses(&mock, &client).await.unwrap(),
-        StatusCode::OK
-    );
+    let (cache, client) = used(&mock, idle_cache(&mock).keep_alive(false)).await;
     advance(115 * MINUTE + Duration::from_secs(1)).await;
     settle(&cache).await;
     assert_eq!(mock.calls(MockEndpoint::RefreshSubscriberToken), 0);
@@ -188,14 +190,8 @@ fn stalling_refresher(
 #[tokio::test]
 async fn a_422_after_an_unknown_outcome_re_mints_and_the_waiting_request_succeeds() {
     let mock = MockSpace::start().await.unwrap();
-    let cache = TokenCache::builder(mock.mint(REFERENCE), stalling_refresher(&mock, true))
-        .jitter(false)
-        .build();
-    let client = client(&mock, &cache);
-    assert_eq!(
-        list_addresses(&mock, &client).await.unwrap(),
-        StatusCode::OK
-    );
+    let builder = TokenCache::builder(mock.mint(REFERENCE), stalling_refresher(&mock, true));
+    let (_cache, client) = used(&mock, builder.jitter(false)).await;
     // The refresh rotates the token on the server, but its answer comes too late.
     mock.inject(
         MockEndpoint::RefreshSubscriberToken,
@@ -269,22 +265,18 @@ async fn a_refresh_failure_chain_says_each_fact_once() {
     assert!(error.is_refresh_failed());
 }
 
-#[tokio::test]
-async fn an_untrusted_certificate_is_named_as_the_deepest_cause() {
-    let mock = MockSpace::start_tls().await.unwrap();
-    // The crate's own client trusts the web PKI, not the mock's self-signed certificate.
-    let tokens = TokenClient::new(mock.space(), mock.credentials());
+/// Mints through `tokens`, which must fail below HTTP, and checks the deepest cause's words.
+async fn assert_deepest_transport_cause(
+    tokens: TokenClient<HttpsClient<Full<Bytes>>>,
+    words: &str,
+) {
     let error = tokens
         .create_subscriber_token(&CreateSubscriberToken::new(REFERENCE))
         .await
         .unwrap_err();
     assert!(error.is_transport());
     let shown = levels(&error);
-    assert_eq!(
-        shown.last().map(String::as_str),
-        Some("certificate not trusted (unknown issuer)"),
-        "{shown:?}"
-    );
+    assert_eq!(shown.last().map(String::as_str), Some(words), "{shown:?}");
     assert!(
         !shown.join(": ").contains("could not be reached"),
         "{shown:?}"
@@ -292,20 +284,18 @@ async fn an_untrusted_certificate_is_named_as_the_deepest_cause() {
 }
 
 #[tokio::test]
+async fn an_untrusted_certificate_is_named_as_the_deepest_cause() {
+    let mock = MockSpace::start_tls().await.unwrap();
+    // The crate's own client trusts the web PKI, not the mock's self-signed certificate.
+    let tokens = TokenClient::new(mock.space(), mock.credentials());
+    assert_deepest_transport_cause(tokens, "certificate not trusted (unknown issuer)").await;
+}
+
+#[tokio::test]
 async fn a_closed_connection_is_named_as_the_deepest_cause() {
     let mock = MockSpace::start().await.unwrap();
     mock.inject(MockEndpoint::CreateSubscriberToken, Fault::Drop, 1);
-    let error = tokens(&mock)
-        .create_subscriber_token(&CreateSubscriberToken::new(REFERENCE))
-        .await
-        .unwrap_err();
-    assert!(error.is_transport());
-    let shown = levels(&error);
-    assert_eq!(
-        shown.last().map(String::as_str),
-        Some("connection closed before the answer"),
-        "{shown:?}"
-    );
+    assert_deepest_transport_cause(tokens(&mock), "connection closed before the answer").await;
 }
 
 // The randomized fault schedule.
@@ -429,22 +419,12 @@ async fn faults_never_fail_a_request_or_lose_the_chain(seed: u64) {
             assert_eq!(status, StatusCode::OK, "seed {seed}, round {round}");
         }
         // Nothing in flight while the clock jumps, so no answer is cut off by the jump.
-        for _ in 0..5_000 {
-            if in_flight.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        none_in_flight(&in_flight).await;
         let step = Duration::from_secs(schedule.next(300));
         advanced += step;
         advance(step).await;
     }
-    for _ in 0..5_000 {
-        if in_flight.load(Ordering::SeqCst) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    none_in_flight(&in_flight).await;
 
     let used = mock
         .calls(MockEndpoint::RefreshSubscriberToken)
