@@ -1,6 +1,7 @@
 //! The token cache: the current pair, and the single-flight refresh that replaces it.
 //!
-//! Each module imports only from the ones listed before it:
+//! Each module imports only from the ones before it in this order (below, in `mod` lines, the
+//! order is rustfmt's):
 //! `pair` (a token pair) → `refresh` (how to get the next one) → `settings` (deadlines,
 //! backoff, jitter) → `state` (one installed pair and its phase) → `core` (the current state,
 //! counters, hook queue) → `flight` (the one refresh in flight) → `handle` (`TokenCache`).
