@@ -196,3 +196,129 @@ impl StdError for Error {
         self.source.as_deref().map(|e| e as _)
     }
 }
+
+/// An error and its sources, `: `-separated: each level's `Display` says only what it adds, so
+/// this prints every fact once (for `tracing` events, which show one string).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(error) = next {
+            write!(f, ": {error}")?;
+            next = error.source();
+        }
+        Ok(())
+    }
+}
+
+/// The deepest cause of a transport failure, in words a user can act on ("certificate not
+/// trusted (unknown issuer)", "connection closed before the answer"). The library errors it
+/// was read from stay in `Debug`; when none of them is recognised, it is transparent: their
+/// own words and chain are shown.
+pub(crate) struct TransportCause {
+    words: Option<&'static str>,
+    inner: tower::BoxError,
+}
+
+impl TransportCause {
+    pub(crate) fn new(inner: tower::BoxError) -> Self {
+        Self {
+            words: recognise(&*inner),
+            inner,
+        }
+    }
+}
+
+/// The first cause in `error`'s chain that says what went wrong in plain words.
+fn recognise(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut next = Some(error);
+    let mut connect = false;
+    while let Some(error) = next {
+        if let Some(words) = words_for(error) {
+            return Some(words);
+        }
+        if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= client.is_connect();
+        }
+        // `io::Error` hides the error it wraps from `source()` (it skips to that error's own
+        // source): step into it instead, as rustls's certificate errors sit there.
+        next = match error.downcast_ref::<std::io::Error>() {
+            Some(io) if io.get_ref().is_some() => io.get_ref().map(|inner| inner as _),
+            _ => error.source(),
+        };
+    }
+    connect.then_some("could not connect")
+}
+
+fn words_for(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    #[cfg(feature = "https")]
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        use rustls::{CertificateError, Error as Tls};
+        return Some(match tls {
+            Tls::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                "certificate not trusted (unknown issuer)"
+            }
+            Tls::InvalidCertificate(CertificateError::NotValidForName)
+            | Tls::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+                "certificate not valid for this host name"
+            }
+            Tls::InvalidCertificate(CertificateError::Expired)
+            | Tls::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+                "certificate expired"
+            }
+            Tls::InvalidCertificate(_) => "certificate not accepted",
+            _ => "TLS handshake failed",
+        });
+    }
+    if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+        if hyper.is_incomplete_message() || hyper.is_canceled() {
+            return Some("connection closed before the answer");
+        }
+        if hyper.is_timeout() {
+            return Some("timed out waiting for the server");
+        }
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind;
+        return match io.kind() {
+            ErrorKind::ConnectionRefused => Some("connection refused (nothing listens there)"),
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+                Some("connection reset by the server")
+            }
+            ErrorKind::UnexpectedEof => Some("connection closed before the answer"),
+            ErrorKind::TimedOut => Some("timed out connecting"),
+            _ => None,
+        };
+    }
+    None
+}
+
+impl fmt::Debug for TransportCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportCause")
+            .field("words", &self.words)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl fmt::Display for TransportCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.words {
+            Some(words) => f.write_str(words),
+            None => self.inner.fmt(f),
+        }
+    }
+}
+
+impl StdError for TransportCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self.words {
+            // The deepest level: the library errors below say the same in their own words.
+            Some(_) => None,
+            None => self.inner.source(),
+        }
+    }
+}

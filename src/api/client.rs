@@ -536,8 +536,8 @@ where
                 &bytes,
                 &self.secrets_besides(secret),
             );
-            let detail = format!("{}: {api}", endpoint.name);
-            return Err(Error::api(api).with_detail(detail));
+            // The status and the server's words come from the source: said once.
+            return Err(Error::api(api).with_detail(endpoint.name));
         }
         if truncated {
             return Err(Error::new(Kind::Decode).with_detail(format!(
@@ -600,8 +600,8 @@ fn bearer(sat: &str) -> Result<HeaderValue, Error> {
 
 fn transport(endpoint: Endpoint, source: BoxError) -> Error {
     Error::new(Kind::Transport)
-        .with_detail(format!("{} could not be reached", endpoint.name))
-        .with_source(source)
+        .with_detail(endpoint.name)
+        .with_source(crate::error::TransportCause::new(source))
 }
 
 /// A pair from a 2xx answer; a token that cannot be sent as a bearer value is a decode error.

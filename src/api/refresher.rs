@@ -1,6 +1,13 @@
 //! `SubscriberRefresher`: [`Refresh`](crate::Refresh) over SignalWire's refresh endpoint.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    collections::hash_map::RandomState,
+    error::Error as StdError,
+    fmt,
+    hash::BuildHasher,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -52,6 +59,95 @@ use crate::{Credentials, Space};
 pub struct SubscriberRefresher<S = DefaultService> {
     client: TokenClient<S>,
     remint: Option<Arc<CreateSubscriberToken>>,
+    unknown: Arc<UnknownOutcome>,
+}
+
+/// The refresh token whose last presentation ended with an unknown outcome (timed out, or cut
+/// off after it was sent), by a keyed hash so that no copy of the token is kept: the server
+/// may have spent it, so a 422 for it next is no surprise, and presenting it a third time is
+/// not worth a try when re-mint can start over.
+#[derive(Default)]
+struct UnknownOutcome {
+    hasher: RandomState,
+    last: Mutex<Option<Presented>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Presented {
+    key: u64,
+    /// How many presentations in a row ended unknown.
+    times: u32,
+}
+
+impl UnknownOutcome {
+    fn key(&self, token: &str) -> u64 {
+        self.hasher.hash_one(token)
+    }
+
+    /// How many presentations of `key` in a row ended unknown.
+    fn unknown_times(&self, key: u64) -> u32 {
+        match *lock(&self.last) {
+            Some(presented) if presented.key == key => presented.times,
+            _ => 0,
+        }
+    }
+
+    fn set(&self, key: u64, unknown: bool) {
+        let mut last = lock(&self.last);
+        if unknown {
+            let times = match *last {
+                Some(presented) if presented.key == key => presented.times + 1,
+                _ => 1,
+            };
+            *last = Some(Presented { key, times });
+        } else if last.is_some_and(|presented| presented.key == key) {
+            *last = None;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Only plain data behind it: a panic cannot leave it half-written.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Marks a presentation as unknown unless it finished: the cache's attempt timeout drops the
+/// future while the request may already be at the server.
+struct PresentationGuard<'a> {
+    unknown: &'a UnknownOutcome,
+    key: u64,
+    finished: bool,
+}
+
+impl Drop for PresentationGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.unknown.set(self.key, true);
+        }
+    }
+}
+
+/// Whether a failed call may have reached the server and been acted on: a timeout, or a
+/// transport failure other than failing to connect.
+fn outcome_unknown(error: &Error) -> bool {
+    match error.kind() {
+        Kind::Timeout => true,
+        Kind::Transport => !failed_to_connect(error),
+        _ => false,
+    }
+}
+
+fn failed_to_connect(error: &Error) -> bool {
+    let mut next: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(cause) = next {
+        if let Some(client) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return client.is_connect();
+        }
+        next = cause.source();
+    }
+    false
 }
 
 #[cfg(feature = "https")]
@@ -97,6 +193,7 @@ impl<S> SubscriberRefresher<S> {
         Self {
             client,
             remint: None,
+            unknown: Arc::default(),
         }
     }
 
@@ -130,12 +227,48 @@ where
     B::Error: Into<BoxError>,
 {
     async fn refresh_or_remint(&self, current: &TokenPair) -> Result<TokenPair, RefreshError> {
+        let key = current.refresh_token().map(|token| self.unknown.key(token));
+        let unknown_before = key.map_or(0, |key| self.unknown.unknown_times(key));
+        if unknown_before >= 2 && self.remint.is_some() {
+            // Presented twice already, both times with no answer: the server has most likely
+            // spent it, and re-minting costs no more than a third try.
+            tracing::debug!(
+                space = %self.client.space(),
+                "refresh token presented twice without an answer; re-minting instead"
+            );
+            return self.remint(None).await;
+        }
         tracing::debug!(space = %self.client.space(), "refreshing subscriber token");
-        let refreshed = match current.refresh_token() {
-            Some(token) => self.client.refresh_subscriber_token(token).await,
-            None => Err(Error::new(Kind::ReauthenticationNeeded)
+        let refreshed = match (current.refresh_token(), key) {
+            (Some(token), Some(key)) => {
+                let mut guard = PresentationGuard {
+                    unknown: &self.unknown,
+                    key,
+                    finished: false,
+                };
+                let result = self.client.refresh_subscriber_token(token).await;
+                guard.finished = true;
+                self.unknown
+                    .set(key, result.as_ref().err().is_some_and(outcome_unknown));
+                result
+            }
+            _ => Err(Error::new(Kind::ReauthenticationNeeded)
                 .with_detail("the current token pair has no refresh token")),
         };
+        let refreshed = refreshed.map_err(|error| {
+            if unknown_before > 0 && error.is_api() {
+                // The answer to a token the previous attempt may have spent.
+                Error::new(Kind::Api)
+                    .with_detail(
+                        "the previous refresh attempt's outcome is unknown (timed out or cut \
+                         off after it was sent), so it may have spent the refresh token: \
+                         configure SubscriberRefresher::with_remint, or install a new pair",
+                    )
+                    .with_source(error)
+            } else {
+                error
+            }
+        });
         let error = match refreshed.map_err(classify) {
             Ok(pair) => {
                 tracing::debug!(
@@ -147,12 +280,25 @@ where
             Err(error) => error,
         };
         tracing::debug!(
-            error = %error,
+            error = %crate::error::Chain(&error),
             terminal = error.is_terminal(),
             "subscriber token refresh failed"
         );
-        let Some(remint) = self.remint.as_deref().filter(|_| error.is_terminal()) else {
+        if self.remint.is_none() || !error.is_terminal() {
             return Err(error);
+        }
+        self.remint(Some(error)).await
+    }
+
+    /// Mints a fresh pair with the configured request, after `refresh_failure` if any.
+    async fn remint(
+        &self,
+        refresh_failure: Option<RefreshError>,
+    ) -> Result<TokenPair, RefreshError> {
+        let Some(remint) = self.remint.as_deref() else {
+            return Err(
+                refresh_failure.unwrap_or_else(|| RefreshError::terminal("no re-mint configured"))
+            );
         };
         tracing::debug!(space = %self.client.space(), "re-minting subscriber token");
         match self.client.create_subscriber_token(remint).await {
@@ -166,7 +312,7 @@ where
             Err(e) => {
                 let error = classify(e);
                 tracing::debug!(
-                    error = %error,
+                    error = %crate::error::Chain(&error),
                     terminal = error.is_terminal(),
                     "subscriber token re-mint failed"
                 );
@@ -220,6 +366,7 @@ impl<S: Clone> Clone for SubscriberRefresher<S> {
         Self {
             client: self.client.clone(),
             remint: self.remint.clone(),
+            unknown: Arc::clone(&self.unknown),
         }
     }
 }
@@ -392,7 +539,9 @@ mod tests {
         let bare = TokenPair::new(SAT, Instant::now(), Duration::from_secs(60)).unwrap();
         let error = refresher(&fake).refresh(&bare).await.unwrap_err();
         assert!(error.is_terminal());
-        assert!(error.to_string().contains("no refresh token"), "{error}");
+        // The cause is the source: the chain says it once.
+        let chain = crate::error::Chain(&error).to_string();
+        assert!(chain.contains("no refresh token"), "{chain}");
         assert_eq!(fake.calls(), 0);
     }
 

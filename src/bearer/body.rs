@@ -26,6 +26,23 @@ pin_project! {
     /// Build the inner client for this body type, for example
     /// `https_client::<ReplayBody<Full<Bytes>>>()`. [`ReplayBody::new`] wraps a body that is not
     /// recorded, for sending through the same client without the layer.
+    ///
+    /// Trailers are recorded with the data and replayed after it.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use signalwire_auth::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), std::convert::Infallible> {
+    /// // Outside the layer, a `ReplayBody` is the body it wraps.
+    /// let body = ReplayBody::new(Full::new(Bytes::from_static(b"{\"page_size\":10}")));
+    /// let bytes = body.collect().await?.to_bytes();
+    /// assert_eq!(&bytes[..], b"{\"page_size\":10}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ReplayBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -248,6 +265,9 @@ impl<B: Body> Body for ReplayBody<B> {
                             tee.record(data);
                         } else if let Some(trailers) = frame.trailers_ref() {
                             tee.trailers = Some(trailers.clone());
+                            // Trailers are the last frame of a body, whatever `is_end_stream`
+                            // says: a consumer may drop the body right after them.
+                            tee.complete();
                         }
                         // Clients such as hyper stop polling once the body says it has ended,
                         // so the end is noted here rather than on a final `None`.
@@ -280,9 +300,11 @@ impl<B: Body> Body for ReplayBody<B> {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 if let Some(body) = rest.as_mut() {
-                    return Poll::Ready(
-                        ready!(body.as_mut().poll_frame(cx)).map(|frame| frame.map(to_bytes)),
-                    );
+                    match ready!(body.as_mut().poll_frame(cx)) {
+                        Some(frame) => return Poll::Ready(Some(frame.map(to_bytes))),
+                        // The rest has ended: recorded trailers, if any, still come last.
+                        None => *rest = None,
+                    }
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }

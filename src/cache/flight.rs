@@ -1,101 +1,60 @@
 //! Single flight: at most one refresh per cache, run in a task of its own, shared by all waiters.
+//!
+//! # States and moves
+//!
+//! The flight of a cache is one [`Flight`] behind a mutex; each refresh task owns it while
+//! its `id` is in it, and only the owner moves it on (`settle`). A request, the advisory
+//! timer or `refresh_now` start a task; every waiter watches the task's channel.
+//!
+//! | from | event | to | waiters |
+//! | --- | --- | --- | --- |
+//! | `Idle`, or anything of an older pair | a newer pair is needed | `Running` | wait on its channel |
+//! | `Running` | the attempt returns a pair; it is installed over the pair it refreshed, or a newer pair overtook it | `Idle` | `Done`: reload |
+//! | `Running` | transient failure | `Backoff` until `retry_at` | `Failed`: a valid token still serves; else wait for `retry_at` if it is due within the attempt timeout of when they began waiting, else fail |
+//! | `Running` | terminal failure | `Failed` | fail with "re-authentication needed" |
+//! | `Backoff` | `retry_at` comes, the pair is still current | `Running`, a fresh channel | newcomers wait for the new attempt |
+//! | `Backoff` | a newer pair was installed | `Idle` (the task ends) | — |
+//! | `Failed` | a newer pair is installed | (stays; it names an older pair) | — |
+//! | any owned | the task dies (panic, runtime shut down) | `Idle` | "ended without a result" |
+//!
+//! A task's life is attempt → install, or attempt → back off → attempt …: [`attempt`],
+//! [`Shared::install_refreshed`] and [`Shared::back_off`] below.
 
 use std::{
     fmt,
     future::Future,
+    ops::Deref,
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
-use arc_swap::ArcSwap;
-use tokio::{
-    sync::{Notify, watch},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 
-use super::{Refresh, RefreshError, TokenPair, state::Margins, state::State};
+use super::{
+    RefreshError, TokenPair,
+    core::{Core, DynRefresh},
+    settings::Settings,
+    state::{Origin, Phase, State},
+};
 use crate::{Error, error::Kind};
-
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a request waits on for its token. `Sync` as well, so that `BearerAuth`'s response
 /// future is `Sync` whenever the inner service's future is.
 pub(crate) type WaitFuture = Pin<Box<dyn Future<Output = Result<Arc<State>, Error>> + Send + Sync>>;
-
-/// `Refresh` made object safe, so that `TokenCache` needs no type parameter.
-pub(crate) trait DynRefresh: Send + Sync + 'static {
-    fn refresh_boxed<'a>(
-        &'a self,
-        current: &'a TokenPair,
-    ) -> BoxFuture<'a, Result<TokenPair, RefreshError>>;
-}
-
-impl<R: Refresh> DynRefresh for R {
-    fn refresh_boxed<'a>(
-        &'a self,
-        current: &'a TokenPair,
-    ) -> BoxFuture<'a, Result<TokenPair, RefreshError>> {
-        Box::pin(self.refresh(current))
-    }
-}
-
-pub(crate) type Hook = Arc<dyn Fn(&TokenPair) + Send + Sync>;
-
-pub(crate) struct Settings {
-    pub(crate) margins: Margins,
-    pub(crate) backoff_base: Duration,
-    pub(crate) backoff_cap: Duration,
-    pub(crate) attempt_timeout: Duration,
-    pub(crate) jitter: bool,
-    pub(crate) seed: u64,
-    pub(crate) on_refresh: Option<Hook>,
-}
-
-/// How long a pair obtained because of a 401 is trusted: a 401 for it within this time does not
-/// start another refresh.
-pub(crate) const REFRESH_AFTER_401_COOLDOWN: Duration = Duration::from_secs(30);
-
-/// The longest `Retry-After` the cache honours: beyond it, a refresh token (2 h 5 min) could
-/// expire while the cache sleeps.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
-
-impl Settings {
-    /// Capped exponential backoff with "equal jitter": half the step is fixed so retries never
-    /// come too soon, half is random so that caches failing together do not retry together.
-    pub(crate) fn backoff(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let step = self
-            .backoff_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.backoff_cap);
-        let delay = if self.jitter {
-            step / 2 + (step / 2).mul_f64(unit(self.seed ^ u64::from(failures)))
-        } else {
-            step
-        };
-        // A server may ask for a long pause, but not for one that outlives the chain.
-        retry_after.map_or(delay, |at_least| delay.max(at_least.min(MAX_RETRY_AFTER)))
-    }
-}
-
-/// A number in `[0, 1)` from a seed (splitmix64's finaliser), for jitter that needs no RNG crate.
-pub(crate) fn unit(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// How one refresh attempt ended, as every waiter sees it.
 #[derive(Clone)]
 enum Outcome {
     /// A pair was installed, or the attempt was overtaken by a newer pair: reload and look.
     Done,
-    Failed(Arc<RefreshError>),
+    /// The attempt failed; `retry_at` is when the next one starts, if one will.
+    Failed {
+        error: Arc<RefreshError>,
+        retry_at: Option<Instant>,
+    },
 }
 
 type Waiter = watch::Receiver<Option<Outcome>>;
@@ -106,13 +65,17 @@ enum Flight {
     Running {
         id: u64,
         generation: u64,
+        /// A 401 for the pair asked for this refresh: the new pair is marked as its answer.
+        after_401: bool,
         done: Waiter,
     },
-    /// The last attempt failed transiently; the task sleeps before the next one.
+    /// The last attempt failed transiently; the task sleeps until `retry_at`.
     Backoff {
         id: u64,
         generation: u64,
+        after_401: bool,
         error: Arc<RefreshError>,
+        retry_at: Instant,
     },
     /// The refresh chain of `generation` is broken until a newer pair is installed.
     Failed {
@@ -121,52 +84,46 @@ enum Flight {
     },
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) attempts: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
-    pub(crate) failures: AtomicU64,
-    pub(crate) replays: AtomicU64,
-}
-
-/// Keeps what every request reads on a cache line of its own, away from the reference counts
-/// that request futures write: shared, a written line costs every other core a miss.
-#[repr(align(128))]
-pub(crate) struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
+impl Flight {
+    fn owner(&self) -> Option<u64> {
+        match self {
+            Flight::Running { id, .. } | Flight::Backoff { id, .. } => Some(*id),
+            Flight::Idle | Flight::Failed { .. } => None,
+        }
     }
 }
 
-/// Everything a cache handle points to.
-pub(crate) struct Shared {
-    pub(crate) current: Padded<ArcSwap<State>>,
-    pub(crate) refresher: Option<Arc<dyn DynRefresh>>,
-    pub(crate) settings: Settings,
-    pub(crate) counters: Counters,
-    flight: Mutex<Flight>,
-    generations: AtomicU64,
-    flight_ids: AtomicU64,
-    /// Wakes waiters when a pair is installed by hand, so they need not wait out a refresh of
-    /// the pair it replaced.
-    installed: Notify,
-    /// The pair the last refresh asked for by a 401 produced, and when: a 401 for that same pair
-    /// soon after is not the token's fault (a missing scope, say), and refreshing again would
-    /// only rotate the chain for nothing.
-    after_401: Mutex<Option<(u64, Instant)>>,
-}
-
-/// Whether a waiter can live with the current token after a transient failure.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Why a waiter wants a token, which decides what it can live with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Need {
     /// Near expiry: the current token will do while it has not expired.
     Valid,
-    /// The server refused the current token: only a newer one will do.
+    /// The server refused the current token with a 401: only a newer one will do, and it is
+    /// the answer to that 401.
+    After401,
+    /// `refresh_now`: only a newer one will do.
     Newer,
+}
+
+/// Everything a cache handle points to: the data, and the flight that refreshes it.
+pub(crate) struct Shared {
+    core: Core,
+    flight: Mutex<Flight>,
+    flight_ids: AtomicU64,
+}
+
+impl Deref for Shared {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// What a waiter does next, decided under the flight lock.
+enum Step {
+    Wait(Waiter),
+    Settle(Arc<RefreshError>, Option<Instant>),
 }
 
 impl Shared {
@@ -175,76 +132,64 @@ impl Shared {
         refresher: Option<Arc<dyn DynRefresh>>,
         settings: Settings,
     ) -> Self {
-        let margins = refresher.as_ref().map(|_| settings.margins);
         Self {
-            current: Padded(ArcSwap::from_pointee(State::new(pair, 0, margins))),
-            refresher,
-            settings,
-            counters: Counters::default(),
+            core: Core::new(pair, refresher, settings),
             flight: Mutex::new(Flight::Idle),
-            installed: Notify::new(),
-            after_401: Mutex::new(None),
-            generations: AtomicU64::new(1),
             flight_ids: AtomicU64::new(0),
         }
     }
 
-    /// Whether `generation` came from a refresh asked for by a 401 less than
-    /// [`REFRESH_AFTER_401_COOLDOWN`] ago.
-    pub(crate) fn refreshed_after_401(&self, generation: u64) -> bool {
-        lock(&self.after_401).is_some_and(|(produced, at)| {
-            produced == generation && at.elapsed() < REFRESH_AFTER_401_COOLDOWN
-        })
-    }
-
-    /// Installs `pair` by hand and wakes everyone waiting for a newer pair.
-    pub(crate) fn install(&self, pair: TokenPair) {
-        self.current.store(Arc::new(self.state_for(pair)));
-        self.installed.notify_waiters();
-    }
-
-    pub(crate) fn state_for(&self, pair: TokenPair) -> State {
-        let margins = self.refresher.as_ref().map(|_| self.settings.margins);
-        State::new(
-            pair,
-            self.generations.fetch_add(1, Ordering::Relaxed),
-            margins,
-        )
-    }
-
     fn flight(&self) -> MutexGuard<'_, Flight> {
-        // The lock is never held across a panic point that leaves `Flight` half-written.
-        self.flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        super::core::lock(&self.flight)
     }
 
     /// Replaces the flight status, but only while it still belongs to the task `id`.
     fn settle(&self, id: u64, next: Flight) {
         let mut flight = self.flight();
-        if matches!(&*flight, Flight::Running { id: own, .. } | Flight::Backoff { id: own, .. } if *own == id)
-        {
+        if flight.owner() == Some(id) {
             *flight = next;
         }
     }
 
-    /// Starts a background refresh of `base` unless one is already under way or the chain of
-    /// `base` is known to be broken. For the first request past the advisory deadline.
-    pub(crate) fn kick(self: &Arc<Self>, base: &Arc<State>) {
-        let mut flight = self.flight();
-        match &*flight {
-            Flight::Running { generation, .. } => {
-                if *generation != base.generation {
-                    // A refresh of a pair installed before this one is finishing: let a later
-                    // request start this pair's refresh once it is done.
-                    base.release_refresh();
+    /// Arms `state`'s timer; in the default mode the timer starts its advisory refresh.
+    pub(crate) fn arm(self: &Arc<Self>, state: &Arc<State>) -> Phase {
+        let on_advisory = self.settings.timer_refresh.then(|| {
+            let cache = Arc::downgrade(self);
+            Box::new(move |state: &Arc<State>| {
+                if let Some(cache) = cache.upgrade() {
+                    if state.claim_refresh() {
+                        cache.kick(state);
+                    }
                 }
+            }) as _
+        });
+        state.arm(on_advisory)
+    }
+
+    /// Starts a background refresh of `base` unless one is already under way or the chain of
+    /// `base` is known to be broken. `after_401` marks the result as the answer to a 401.
+    pub(crate) fn kick(self: &Arc<Self>, base: &Arc<State>) {
+        self.kick_for(base, false);
+    }
+
+    pub(crate) fn kick_for(self: &Arc<Self>, base: &Arc<State>, for_401: bool) {
+        let mut flight = self.flight();
+        match &mut *flight {
+            // An older pair's refresh finishing kicks the current pair when it ends.
+            Flight::Running {
+                generation,
+                after_401,
+                ..
             }
-            Flight::Backoff { generation, .. } | Flight::Failed { generation, .. }
-                if *generation == base.generation => {}
+            | Flight::Backoff {
+                generation,
+                after_401,
+                ..
+            } if *generation == base.generation => *after_401 |= for_401,
+            Flight::Running { .. } => {}
+            Flight::Failed { generation, .. } if *generation == base.generation => {}
             _ => {
-                if let Err(error) = self.start(base, &mut flight, false) {
-                    base.release_refresh();
+                if let Err(error) = self.start(base, &mut flight, for_401) {
                     tracing::debug!(%error, "could not start a background token refresh");
                 }
             }
@@ -255,7 +200,7 @@ impl Shared {
         self: &Arc<Self>,
         base: &Arc<State>,
         flight: &mut Flight,
-        for_401: bool,
+        after_401: bool,
     ) -> Result<Waiter, Error> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::new(Kind::NoRuntime).with_source(e))?;
@@ -264,28 +209,28 @@ impl Shared {
         *flight = Flight::Running {
             id,
             generation: base.generation,
+            after_401,
             done: done.clone(),
         };
         base.claim_refresh();
         // Detached: a caller that gives up must not cancel a refresh that rotates the refresh
         // token, or the new refresh token would be lost with it.
-        runtime.spawn(run(
-            Arc::downgrade(self),
-            Arc::clone(base),
-            id,
-            for_401,
-            done_tx,
-        ));
+        runtime.spawn(run(Arc::downgrade(self), Arc::clone(base), id, done_tx));
         Ok(done)
     }
 
     /// Waits until the cache holds a state newer than `generation` or, with `Need::Valid`, a
     /// transient failure leaves the current token usable. All callers share one refresh.
+    ///
+    /// Past the hard deadline a transient failure does not fail the waiter at once: it waits
+    /// for the next attempt while that is due within the attempt timeout of when it began
+    /// waiting, so one 503 a second before the retry costs no request.
     pub(crate) async fn await_token(
         self: Arc<Self>,
         generation: u64,
         need: Need,
     ) -> Result<Arc<State>, Error> {
+        let patience = Instant::now() + self.settings.attempt_timeout;
         loop {
             // Registered before looking, so an install between the look and the wait is seen.
             let installed = self.installed.notified();
@@ -293,48 +238,242 @@ impl Shared {
             if current.generation != generation {
                 return Ok(current);
             }
-            let mut done = {
+            if need == Need::Valid && current.is_expired() {
+                // A refresh just handed back an expired pair: wait out the spacing rather than
+                // spend another refresh token at once.
+                if let Some(until) = current.spaced_until().filter(|u| *u > Instant::now()) {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {},
+                        () = installed => {},
+                    }
+                    continue;
+                }
+            }
+            let step = {
                 let mut flight = self.flight();
-                match &*flight {
-                    Flight::Running { done, .. } => done.clone(),
+                match &mut *flight {
+                    Flight::Running {
+                        generation: g,
+                        after_401,
+                        done,
+                        ..
+                    } => {
+                        if *g == generation {
+                            *after_401 |= need == Need::After401;
+                        }
+                        Step::Wait(done.clone())
+                    }
                     Flight::Backoff {
                         generation: g,
+                        after_401,
                         error,
+                        retry_at,
                         ..
-                    } if *g == generation => return settle_failure(error, current, need),
+                    } if *g == generation => {
+                        *after_401 |= need == Need::After401;
+                        Step::Settle(Arc::clone(error), Some(*retry_at))
+                    }
                     Flight::Failed {
                         generation: g,
                         error,
-                    } if *g == generation => return settle_failure(error, current, need),
-                    _ => self.start(&current, &mut flight, need == Need::Newer)?,
+                    } if *g == generation => Step::Settle(Arc::clone(error), None),
+                    _ => Step::Wait(self.start(&current, &mut flight, need == Need::After401)?),
                 }
             };
-            let outcome = tokio::select! {
-                seen = done.wait_for(Option::is_some) => match seen {
-                    Ok(seen) => seen.clone(),
-                    Err(_) => Some(Outcome::Failed(Arc::new(RefreshError::transient(
-                        "the refresh task ended without a result (it panicked or its runtime shut down)",
-                    )))),
-                },
-                () = installed => continue,
-            };
-            if let Some(Outcome::Failed(error)) = outcome {
-                let current = self.current.load_full();
-                if current.generation == generation {
-                    return settle_failure(&error, current, need);
+            let (error, retry_at) = match step {
+                Step::Settle(error, retry_at) => (error, retry_at),
+                Step::Wait(mut done) => {
+                    let outcome = tokio::select! {
+                        seen = done.wait_for(Option::is_some) => match seen {
+                            Ok(seen) => seen.clone(),
+                            Err(_) => Some(Outcome::Failed {
+                                error: Arc::new(RefreshError::transient(
+                                    "the refresh task ended without a result (it panicked or its runtime shut down)",
+                                )),
+                                retry_at: None,
+                            }),
+                        },
+                        () = installed => continue,
+                    };
+                    match outcome {
+                        Some(Outcome::Failed { error, retry_at }) => (error, retry_at),
+                        _ => continue,
+                    }
                 }
+            };
+            let current = self.current.load_full();
+            if current.generation != generation {
+                // Failed after a newer pair arrived: look again.
+                continue;
             }
-            // Done, or failed after a newer pair arrived: look again.
+            match settle_failure(&error, current, need) {
+                Ok(state) => return Ok(state),
+                Err(failed) => match retry_at {
+                    Some(at) if at <= patience => {
+                        let installed = self.installed.notified();
+                        tokio::select! {
+                            () = tokio::time::sleep_until(at) => {},
+                            () = installed => continue,
+                        }
+                        // The task wakes at the same instant: let it take the flight first.
+                        tokio::task::yield_now().await;
+                    }
+                    _ => return Err(failed),
+                },
+            }
         }
     }
-}
 
-/// The locks here are never held across a point that could leave their data half-written, so
-/// a poisoned one is still sound.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Installs a refresh result over `base`, if `base` is still current; hands it to the hook
+    /// in install order; wakes the waiters. Counters are written before anyone is woken, so a
+    /// caller woken by this refresh sees them.
+    fn install_refreshed(
+        self: &Arc<Self>,
+        base: &Arc<State>,
+        pair: TokenPair,
+        id: u64,
+        done: &watch::Sender<Option<Outcome>>,
+    ) {
+        let installed = {
+            let mut flight = self.flight();
+            let after_401 =
+                matches!(&*flight, Flight::Running { id: own, after_401: true, .. } if *own == id);
+            let next = Arc::new(self.state_for(
+                pair,
+                Origin::Refreshed {
+                    at: Instant::now(),
+                    after_401,
+                },
+            ));
+            let previous = self.current.compare_and_swap(base, Arc::clone(&next));
+            let installed = Arc::ptr_eq(&previous, base).then_some(next);
+            drop(previous);
+            if let Some(next) = &installed {
+                self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                self.queue_for_hook(&next.pair);
+            }
+            if flight.owner() == Some(id) {
+                *flight = Flight::Idle;
+            }
+            installed
+        };
+        done.send_replace(Some(Outcome::Done));
+        match installed {
+            Some(next) => {
+                tracing::info!(generation = next.generation, "token refreshed");
+                if self.settings.keep_alive {
+                    // Nobody may use this pair before it needs refreshing: its own timer
+                    // keeps the chain alive.
+                    self.arm(&next);
+                }
+                self.call_hooks();
+            }
+            None => {
+                tracing::debug!(
+                    generation = base.generation,
+                    "refresh result dropped: a newer pair was installed meanwhile"
+                );
+                self.overtaken();
+            }
+        }
+    }
+
+    /// A newer pair overtook this task's; if that pair reached its advisory deadline while
+    /// this refresh held the flight, its own refresh starts now.
+    fn overtaken(self: &Arc<Self>) {
+        let current = self.current.load_full();
+        if current.phase() == Phase::Advisory {
+            self.kick(&current);
+        }
+    }
+
+    /// Records a failed attempt. `None` if the chain is broken (the task ends), else when to
+    /// try again.
+    fn back_off(
+        &self,
+        base: &Arc<State>,
+        id: u64,
+        error: RefreshError,
+        failures: u32,
+        done: &watch::Sender<Option<Outcome>>,
+    ) -> Option<Instant> {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let error = Arc::new(error);
+        if error.is_terminal() {
+            tracing::warn!(
+                generation = base.generation,
+                error = %crate::error::Chain(&*error),
+                "token refresh failed for good; re-authentication needed"
+            );
+            self.settle(
+                id,
+                Flight::Failed {
+                    generation: base.generation,
+                    error: Arc::clone(&error),
+                },
+            );
+            done.send_replace(Some(Outcome::Failed {
+                error,
+                retry_at: None,
+            }));
+            return None;
+        }
+        let delay = self.settings.backoff(failures, error.retry_after());
+        let retry_at = Instant::now() + delay;
+        tracing::warn!(
+            generation = base.generation,
+            attempt = failures,
+            retry_in = ?delay,
+            error = %crate::error::Chain(&*error),
+            "token refresh failed; will retry"
+        );
+        {
+            let mut flight = self.flight();
+            if let Flight::Running {
+                id: own, after_401, ..
+            } = &*flight
+            {
+                if *own == id {
+                    *flight = Flight::Backoff {
+                        id,
+                        generation: base.generation,
+                        after_401: *after_401,
+                        error: Arc::clone(&error),
+                        retry_at,
+                    };
+                }
+            }
+        }
+        done.send_replace(Some(Outcome::Failed {
+            error,
+            retry_at: Some(retry_at),
+        }));
+        Some(retry_at)
+    }
+
+    /// After the backoff: back to `Running` with a fresh channel, so that requests arriving
+    /// from now on wait for this attempt and not for the failure they would otherwise see at
+    /// once. `None` if the flight moved on meanwhile.
+    fn resume(&self, id: u64, generation: u64) -> Option<watch::Sender<Option<Outcome>>> {
+        let mut flight = self.flight();
+        let Flight::Backoff {
+            id: own, after_401, ..
+        } = &*flight
+        else {
+            return None;
+        };
+        if *own != id {
+            return None;
+        }
+        let (next_tx, next_rx) = watch::channel(None);
+        *flight = Flight::Running {
+            id,
+            generation,
+            after_401: *after_401,
+            done: next_rx,
+        };
+        Some(next_tx)
+    }
 }
 
 fn settle_failure(
@@ -366,13 +505,32 @@ impl Drop for SettleOnDrop {
     }
 }
 
+/// One call of the refresher, bounded by the attempt timeout.
+async fn attempt(
+    refresher: &dyn DynRefresh,
+    settings: &Settings,
+    base: &State,
+) -> Result<TokenPair, RefreshError> {
+    match tokio::time::timeout(
+        settings.attempt_timeout,
+        refresher.refresh_boxed(&base.pair),
+    )
+    .await
+    {
+        Ok(result) => result,
+        // The refresher's future is dropped: the request may already have reached the server.
+        Err(_) => Err(RefreshError::transient(
+            Error::new(Kind::Timeout).with_detail("the refresh attempt ran past its timeout"),
+        )),
+    }
+}
+
 /// The refresh task: attempts until a pair is installed, the chain breaks, a newer pair
 /// overtakes it, or the cache is dropped; sleeps with backoff between transient failures.
 async fn run(
     shared: Weak<Shared>,
     base: Arc<State>,
     id: u64,
-    for_401: bool,
     mut done: watch::Sender<Option<Outcome>>,
 ) {
     let _guard = SettleOnDrop {
@@ -387,6 +545,7 @@ async fn run(
         if cache.current.load().generation != base.generation {
             cache.settle(id, Flight::Idle);
             done.send_replace(Some(Outcome::Done));
+            cache.overtaken();
             return;
         }
         let Some(refresher) = cache.refresher.clone() else {
@@ -398,104 +557,22 @@ async fn run(
             attempt = failures + 1,
             "token refresh started"
         );
-        let result = match tokio::time::timeout(
-            cache.settings.attempt_timeout,
-            refresher.refresh_boxed(&base.pair),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(RefreshError::transient(
-                Error::new(Kind::Timeout).with_detail("refresh attempt timed out"),
-            )),
+        let error = match attempt(&*refresher, &cache.settings, &base).await {
+            Ok(pair) => return cache.install_refreshed(&base, pair, id, &done),
+            Err(error) => error,
         };
-        match result {
-            Ok(pair) => {
-                let next = Arc::new(cache.state_for(pair));
-                let previous = cache.current.compare_and_swap(&base, Arc::clone(&next));
-                let installed = Arc::ptr_eq(&previous, &base);
-                drop(previous);
-                cache.settle(id, Flight::Idle);
-                // Waiters go first: a slow hook must not hold up requests.
-                done.send_replace(Some(Outcome::Done));
-                if installed {
-                    if for_401 {
-                        *lock(&cache.after_401) = Some((next.generation, Instant::now()));
-                    }
-                    cache.counters.refreshes.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(generation = next.generation, "token refreshed");
-                    if let Some(hook) = &cache.settings.on_refresh {
-                        hook(&next.pair);
-                    }
-                } else {
-                    tracing::debug!(
-                        generation = base.generation,
-                        "refresh result dropped: a newer pair was installed meanwhile"
-                    );
-                }
-                return;
-            }
-            Err(error) => {
-                failures += 1;
-                cache.counters.failures.fetch_add(1, Ordering::Relaxed);
-                let error = Arc::new(error);
-                if error.is_terminal() {
-                    tracing::warn!(
-                        generation = base.generation,
-                        %error,
-                        "token refresh failed for good; re-authentication needed"
-                    );
-                    cache.settle(
-                        id,
-                        Flight::Failed {
-                            generation: base.generation,
-                            error: Arc::clone(&error),
-                        },
-                    );
-                    done.send_replace(Some(Outcome::Failed(error)));
-                    return;
-                }
-                let delay = cache.settings.backoff(failures, error.retry_after());
-                tracing::warn!(
-                    generation = base.generation,
-                    attempt = failures,
-                    retry_in = ?delay,
-                    %error,
-                    "token refresh failed; will retry"
-                );
-                cache.settle(
-                    id,
-                    Flight::Backoff {
-                        id,
-                        generation: base.generation,
-                        error: Arc::clone(&error),
-                    },
-                );
-                done.send_replace(Some(Outcome::Failed(error)));
-                drop(cache);
-                tokio::time::sleep(delay).await;
-
-                // A fresh channel, so that requests arriving from now on wait for this attempt
-                // and not for the failure they would otherwise see at once.
-                let Some(cache) = shared.upgrade() else {
-                    return;
-                };
-                let (next_tx, next_rx) = watch::channel(None);
-                {
-                    let mut flight = cache.flight();
-                    match &*flight {
-                        Flight::Backoff { id: own, .. } if *own == id => {
-                            *flight = Flight::Running {
-                                id,
-                                generation: base.generation,
-                                done: next_rx,
-                            };
-                        }
-                        _ => return,
-                    }
-                }
-                done = next_tx;
-            }
+        failures += 1;
+        let Some(retry_at) = cache.back_off(&base, id, error, failures, &done) else {
+            return;
+        };
+        drop(cache);
+        tokio::time::sleep_until(retry_at).await;
+        let Some(cache) = shared.upgrade() else {
+            return;
+        };
+        match cache.resume(id, base.generation) {
+            Some(next) => done = next,
+            None => return,
         }
     }
 }
@@ -505,7 +582,7 @@ impl fmt::Debug for Shared {
         let current = self.current.load();
         f.debug_struct("TokenCache")
             .field("generation", &current.generation)
-            .field("expires_at", &current.pair.expires_at())
+            .field("pair", &current.pair)
             .field("refreshable", &self.refresher.is_some())
             .field(
                 "refreshes",

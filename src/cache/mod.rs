@@ -1,14 +1,22 @@
 //! The token cache: the current pair, and the single-flight refresh that replaces it.
+//!
+//! Each module imports only from the ones before it in this order (below, in `mod` lines, the
+//! order is rustfmt's):
+//! `pair` (a token pair) → `refresh` (how to get the next one) → `settings` (deadlines,
+//! backoff, jitter) → `state` (one installed pair and its phase) → `core` (the current state,
+//! counters, hook queue) → `flight` (the one refresh in flight) → `handle` (`TokenCache`).
 
+mod core;
 mod flight;
+mod handle;
 mod pair;
 mod refresh;
+mod settings;
 mod state;
-mod token_cache;
 
+pub use handle::{CacheStats, TokenCache, TokenCacheBuilder};
+pub(crate) use handle::{LocalCache, Ticket};
 pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};
 pub(crate) use state::State;
-pub use token_cache::{CacheStats, TokenCache, TokenCacheBuilder};
-pub(crate) use token_cache::{LocalCache, Ticket};

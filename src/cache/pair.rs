@@ -26,7 +26,11 @@ use crate::{Error, secret::Secret};
 /// let pair = TokenPair::new("eyJhbGciOiJkaXIifQ..a.b.c", sent, TokenPair::DEFAULT_LIFETIME)?
 ///     .with_refresh_token("eyJ0eXAiOiJSZWZyZXNoIn0..d.e.f", TokenPair::REFRESH_TOKEN_LIFETIME)?;
 /// assert_eq!(pair.expires_at(), sent + Duration::from_secs(2 * 60 * 60));
-/// assert!(!format!("{pair:?}").contains("eyJ"));
+/// // Debug shows what is left of each lifetime, and never a token.
+/// let shown = format!("{pair:?}");
+/// assert!(!shown.contains("eyJ"));
+/// assert!(shown.contains("expires_in: \"71") || shown.contains("expires_in: \"7200s\""), "{shown}");
+/// assert!(!shown.contains("tv_sec"), "{shown}");
 /// # Ok::<(), signalwire_auth::Error>(())
 /// ```
 #[derive(Clone)]
@@ -121,15 +125,35 @@ impl TokenPair {
 
 impl fmt::Debug for TokenPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Remaining lifetimes, which a reader can use; an `Instant` prints as opaque clock
+        // internals.
+        let now = Instant::now();
         f.debug_struct("TokenPair")
             .field("access_token", &self.access)
-            .field("expires_at", &self.expires_at)
+            .field("expires_in", &Remaining(self.expires_at, now))
             .field(
                 "refresh_token",
                 &self.refresh.as_ref().map(|(secret, _)| secret),
             )
-            .field("refresh_expires_at", &self.refresh_expires_at())
+            .field(
+                "refresh_expires_in",
+                &self.refresh_expires_at().map(|at| Remaining(at, now)),
+            )
             .finish()
+    }
+}
+
+/// How long until an instant, in whole seconds: `"3599s"`, or `"expired"`.
+struct Remaining(Instant, Instant);
+
+impl fmt::Debug for Remaining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Remaining(at, now) = *self;
+        if at <= now {
+            f.write_str("\"expired\"")
+        } else {
+            write!(f, "\"{}s\"", at.duration_since(now).as_secs())
+        }
     }
 }
 
@@ -255,6 +279,27 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(TokenPair::lifetime_until(10, sent), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn debug_shows_remaining_seconds_and_no_token() {
+        let pair = TokenPair::new("secret-sat", Instant::now(), Duration::from_secs(3600))
+            .unwrap()
+            .with_refresh_token("secret-refresh", Duration::from_secs(3900))
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let shown = format!("{pair:?}");
+        assert!(shown.contains(r#"expires_in: "3598s""#), "{shown}");
+        assert!(
+            shown.contains(r#"refresh_expires_in: Some("3898s")"#),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("secret") && !shown.contains("tv_sec"),
+            "{shown}"
+        );
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(format!("{pair:?}").contains(r#"expires_in: "expired""#));
     }
 
     #[test]

@@ -60,6 +60,23 @@ where
 ///   cannot help; requests that need a new token fail with
 ///   [`Error::is_reauthentication_needed`](crate::Error::is_reauthentication_needed) until a new
 ///   pair is installed.
+///
+/// Its `Display` says only which of the two it is; the cause is its
+/// [`source`](std::error::Error::source), so a chain walk prints each fact once.
+///
+/// ```
+/// use std::{error::Error as _, time::Duration};
+/// use signalwire_auth::RefreshError;
+///
+/// let busy = RefreshError::transient("backend busy").with_retry_after(Duration::from_secs(5));
+/// assert!(busy.is_transient());
+/// assert_eq!(busy.retry_after(), Some(Duration::from_secs(5)));
+///
+/// let spent = RefreshError::terminal("refresh token already used");
+/// assert!(spent.is_terminal());
+/// assert_eq!(spent.source().unwrap().to_string(), "refresh token already used");
+/// assert!(!spent.to_string().contains("already used"), "said once, by the source");
+/// ```
 pub struct RefreshError {
     terminal: bool,
     retry_after: Option<Duration>,
@@ -119,11 +136,12 @@ impl fmt::Debug for RefreshError {
 
 impl fmt::Display for RefreshError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.terminal {
-            write!(f, "refresh failed for good: {}", self.source)
+        // What this level adds; the cause is the source, printed by whoever walks the chain.
+        f.write_str(if self.terminal {
+            "the refresher gave up (retrying cannot help)"
         } else {
-            write!(f, "refresh failed, will retry: {}", self.source)
-        }
+            "the refresher failed (the cache retries with backoff)"
+        })
     }
 }
 

@@ -1,17 +1,17 @@
-//! One installed token pair and the deadlines that govern it.
+//! One installed token pair, where it came from, and the deadlines that govern it.
 
-use std::{
-    sync::{
-        Arc, Weak,
-        atomic::{AtomicBool, AtomicU8, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, Weak,
+    atomic::{AtomicBool, AtomicU8, Ordering},
 };
 
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::TokenPair;
+use super::{
+    TokenPair,
+    settings::{Margins, NEAR_EXPIRY_SPACING, REFRESH_AFTER_401_COOLDOWN, deadlines},
+};
 
 /// Where a state stands relative to its deadlines. Only ever moves forward; the timer task (or
 /// the first request, when it arms the timer) moves it, so requests never read the clock.
@@ -22,7 +22,7 @@ pub(crate) enum Phase {
     Unarmed = 0,
     /// Well before expiry: use the token, nothing else.
     Fresh = 1,
-    /// Past the advisory deadline: the first request starts a background refresh.
+    /// Past the advisory deadline: a background refresh starts.
     Advisory = 2,
     /// Close to expiry: requests wait for the refresh in flight.
     Hard = 3,
@@ -42,14 +42,20 @@ impl Phase {
     }
 }
 
-/// When the advisory and hard phases begin, from the settings of the cache.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Margins {
-    pub(crate) refresh_ahead: Duration,
-    pub(crate) hard_margin: Duration,
-    /// Stable per cache, in `[0, 1)`: spreads the refreshes of many caches minted together.
-    pub(crate) jitter: f64,
+/// How a pair came to be installed. Kept on the state it produced, so that what a 401 or a
+/// near-expiry result means is decided by the pair itself, never by a side record that a later
+/// pair could outlive or overwrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Given to the builder, or to `install`.
+    Given,
+    /// Installed by a refresh, at `at`; `after_401` when a 401 for the pair it replaced asked for
+    /// it.
+    Refreshed { at: Instant, after_401: bool },
 }
+
+/// Called once, when the timer marks a state's advisory deadline.
+pub(crate) type OnAdvisory = Box<dyn FnOnce(&Arc<State>) + Send>;
 
 /// What every request reads, through one `ArcSwap` load: the pair, its ready-made header, its
 /// generation and its phase.
@@ -58,6 +64,7 @@ pub(crate) struct State {
     pub(crate) pair: TokenPair,
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
+    pub(crate) origin: Origin,
     advisory_at: Instant,
     hard_at: Instant,
     phase: AtomicU8,
@@ -67,29 +74,32 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(pair: TokenPair, generation: u64, margins: Option<Margins>) -> Self {
+    pub(crate) fn new(
+        pair: TokenPair,
+        generation: u64,
+        margins: Option<Margins>,
+        origin: Origin,
+    ) -> Self {
         let mut header = HeaderValue::try_from(format!("Bearer {}", pair.access_token()))
             .expect("TokenPair only holds RFC 6750 tokens, which are valid header values");
         header.set_sensitive(true);
-        let expires_at = pair.expires_at();
         let (advisory_at, hard_at, phase) = match margins {
             // Without a refresher nothing can replace the token: it stays fresh for ever.
-            None => (expires_at, expires_at, Phase::Fresh),
-            Some(m) => {
-                let half = pair.lifetime() / 2;
-                let ahead = m.refresh_ahead.min(half).mul_f64(1.0 - 0.1 * m.jitter);
-                let hard = m.hard_margin.min(ahead / 2);
-                (
-                    expires_at.checked_sub(ahead).unwrap_or(pair.issued_at()),
-                    expires_at.checked_sub(hard).unwrap_or(pair.issued_at()),
-                    Phase::Unarmed,
-                )
+            None => (pair.expires_at(), pair.expires_at(), Phase::Fresh),
+            Some(margins) => {
+                let spaced_from = match origin {
+                    Origin::Refreshed { at, .. } => Some(at),
+                    Origin::Given => None,
+                };
+                let (advisory_at, hard_at) = deadlines(&pair, &margins, spaced_from);
+                (advisory_at, hard_at, Phase::Unarmed)
             }
         };
         Self {
             pair,
             header,
             generation,
+            origin,
             advisory_at,
             hard_at,
             phase: AtomicU8::new(phase as u8),
@@ -121,20 +131,32 @@ impl State {
         Instant::now() >= self.pair.expires_at()
     }
 
+    /// Whether a 401 for this pair should be answered without another refresh: the pair is
+    /// itself the answer to a 401 a moment ago, so the server refuses something other than the
+    /// token's age (a missing scope), and refreshing again would only rotate the chain.
+    pub(crate) fn is_recent_answer_to_401(&self) -> bool {
+        matches!(self.origin, Origin::Refreshed { at, after_401: true }
+            if at.elapsed() < REFRESH_AFTER_401_COOLDOWN)
+    }
+
+    /// Until when an expired pair that a refresh just handed back is not refreshed again.
+    pub(crate) fn spaced_until(&self) -> Option<Instant> {
+        match self.origin {
+            Origin::Refreshed { at, .. } => at.checked_add(NEAR_EXPIRY_SPACING),
+            Origin::Given => None,
+        }
+    }
+
     /// Returns `true` the first time it is called for this state.
     pub(crate) fn claim_refresh(&self) -> bool {
         !self.refresh_requested.load(Ordering::Relaxed)
             && !self.refresh_requested.swap(true, Ordering::AcqRel)
     }
 
-    /// Lets the next request past the advisory deadline try again.
-    pub(crate) fn release_refresh(&self) {
-        self.refresh_requested.store(false, Ordering::Release);
-    }
-
     /// Moves an unarmed state to its phase by the clock and, if this call won the race, spawns
-    /// the task that marks the later deadlines. Must run inside a Tokio runtime.
-    pub(crate) fn arm(self: &Arc<Self>) -> Phase {
+    /// the task that marks the later deadlines and calls `on_advisory` at the advisory one.
+    /// Must run inside a Tokio runtime.
+    pub(crate) fn arm(self: &Arc<Self>, on_advisory: Option<OnAdvisory>) -> Phase {
         let now = self.phase_at(Instant::now());
         match self.phase.compare_exchange(
             Phase::Unarmed as u8,
@@ -144,10 +166,14 @@ impl State {
         ) {
             Ok(_) => {
                 if now != Phase::Expired {
-                    tokio::spawn(mark_deadlines(RearmOnDrop {
-                        state: Arc::downgrade(self),
-                        done: false,
-                    }));
+                    let on_advisory = on_advisory.filter(|_| now < Phase::Advisory);
+                    tokio::spawn(mark_deadlines(
+                        RearmOnDrop {
+                            state: Arc::downgrade(self),
+                            done: false,
+                        },
+                        on_advisory,
+                    ));
                 }
                 now
             }
@@ -176,7 +202,7 @@ impl Drop for RearmOnDrop {
 
 /// Sleeps to each deadline in turn and marks it; gives up once the state is gone. The guard is
 /// an argument, so it is dropped with the task even if the task never ran.
-async fn mark_deadlines(mut guard: RearmOnDrop) {
+async fn mark_deadlines(mut guard: RearmOnDrop, mut on_advisory: Option<OnAdvisory>) {
     let state = guard.state.clone();
     for phase in [Phase::Advisory, Phase::Hard, Phase::Expired] {
         let at = match state.upgrade() {
@@ -191,9 +217,81 @@ async fn mark_deadlines(mut guard: RearmOnDrop) {
         match state.upgrade() {
             Some(state) => {
                 state.phase.fetch_max(phase as u8, Ordering::AcqRel);
+                if phase == Phase::Advisory {
+                    if let Some(start) = on_advisory.take() {
+                        start(&state);
+                    }
+                }
             }
             None => return,
         }
     }
     guard.done = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn margins() -> Option<Margins> {
+        Some(Margins {
+            refresh_ahead: Duration::from_secs(600),
+            hard_margin: Duration::from_secs(60),
+            jitter: 0.0,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_pair_refreshed_for_a_401_is_cooled_down_and_only_for_a_while() {
+        let pair = TokenPair::new("t", Instant::now(), Duration::from_secs(3600)).unwrap();
+        let at = Instant::now();
+        let by_401 = State::new(
+            pair.clone(),
+            1,
+            margins(),
+            Origin::Refreshed {
+                at,
+                after_401: true,
+            },
+        );
+        let by_hand = State::new(
+            pair.clone(),
+            2,
+            margins(),
+            Origin::Refreshed {
+                at,
+                after_401: false,
+            },
+        );
+        let given = State::new(pair, 3, margins(), Origin::Given);
+        assert!(by_401.is_recent_answer_to_401());
+        assert!(!by_hand.is_recent_answer_to_401());
+        assert!(!given.is_recent_answer_to_401());
+        tokio::time::advance(REFRESH_AFTER_401_COOLDOWN).await;
+        assert!(!by_401.is_recent_answer_to_401());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_marks_each_deadline_and_calls_the_advisory_hook_once() {
+        let pair = TokenPair::new("t", Instant::now(), Duration::from_secs(3600)).unwrap();
+        let state = Arc::new(State::new(pair, 0, margins(), Origin::Given));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let phase = state.arm(Some(Box::new(move |s: &Arc<State>| {
+            tx.send(s.generation).unwrap();
+        })));
+        assert_eq!(phase, Phase::Fresh);
+        tokio::time::advance(Duration::from_secs(3000)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(state.phase(), Phase::Advisory);
+        assert_eq!(rx.recv().await, Some(0));
+        tokio::time::advance(Duration::from_secs(540)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(state.phase(), Phase::Hard);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(state.phase(), Phase::Expired);
+        assert_eq!(rx.recv().await, None, "called once, then dropped");
+    }
 }

@@ -102,7 +102,7 @@ impl MockEndpoint {
 /// How a call goes wrong, for [`MockSpace::inject`](super::MockSpace::inject).
 ///
 /// `Status`, `Garbage` and `Drop` replace the whole answer: the request is not authenticated,
-/// read or acted on, so nothing is minted and no refresh token is spent. `Delay` and
+/// read or acted on, so nothing is minted and no refresh token is spent. `Delay`, `Stall` and
 /// `LoseAnswer` let the request be handled normally.
 ///
 /// ```
@@ -142,6 +142,10 @@ pub enum Fault {
     /// Close the connection without answering, before handling the request. Over HTTP/2 this
     /// also cuts the other requests in flight on the same connection, as a real drop would.
     Drop,
+    /// Handle the request (a refresh spends the presented refresh token and mints new ones),
+    /// then wait this long before answering: a client whose timeout is shorter never learns
+    /// the new tokens, although the old refresh token is spent.
+    Stall(Duration),
     /// Handle the request (a refresh spends the presented refresh token and mints new ones),
     /// then close the connection without answering, as [`Fault::Drop`] does: the answer is
     /// lost on the way back.

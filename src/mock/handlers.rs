@@ -59,6 +59,11 @@ pub(super) async fn answer(
             reply::garbage(endpoint.success_status())
         }
         Some(Fault::Drop) => return Ok(link.close().await),
+        Some(Fault::Stall(delay)) => {
+            let reply = handle(&shared, endpoint, request).await;
+            tokio::time::sleep(delay).await;
+            reply
+        }
         Some(Fault::LoseAnswer) => {
             let _lost = handle(&shared, endpoint, request).await;
             return Ok(link.close().await);

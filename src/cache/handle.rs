@@ -14,8 +14,10 @@ use tokio::time::Instant;
 
 use super::{
     Refresh, TokenPair,
-    flight::{DynRefresh, Need, Settings, Shared, WaitFuture, unit},
-    state::{Margins, Phase, State},
+    core::DynRefresh,
+    flight::{Need, Shared, WaitFuture},
+    settings::{Hook, Margins, Settings, unit},
+    state::{Phase, State},
 };
 use crate::{Error, error::Kind};
 
@@ -44,11 +46,31 @@ use crate::{Error, error::Kind};
 /// or a builder with `enable_all()` / `enable_time()`). A timer or refresh lost because its
 /// runtime shut down is re-armed by the next request.
 ///
-/// Refreshes ahead of expiry are started by requests, not by the timer alone: a cache that
-/// sees no request from before the advisory deadline until after its refresh token expires
-/// (2 h 5 min after the last refresh) finds its chain broken. Configure
-/// [`SubscriberRefresher::with_remint`](crate::SubscriberRefresher::with_remint) (or a
-/// refresher of your own that can start over) for sessions that go idle that long.
+/// # Idle sessions
+///
+/// By default a pair that requests have used is refreshed by its timer at the advisory
+/// deadline, without waiting for a request; a pair nobody used since it was installed waits
+/// for one. So a session that goes idle keeps its chain for one more lifetime (2 h 5 min for
+/// SignalWire's refresh tokens) and then finds it broken, unless the refresher can start over
+/// ([`SubscriberRefresher::with_remint`](crate::SubscriberRefresher::with_remint)).
+/// [`keep_alive(true)`](TokenCacheBuilder::keep_alive) keeps an idle chain alive indefinitely;
+/// `keep_alive(false)` refreshes only when requests come.
+///
+/// # What costs a refresh
+///
+/// - A refresher that hands back a pair already inside its refresh window is not called again
+///   at once: the pair serves while it is valid, and the next attempt comes 10 s later (the
+///   spacing google-cloud-rust uses). A pair handed back already expired is likewise not
+///   refreshed again for 10 s; requests that need a token wait that long.
+/// - A 401 for the current pair starts one refresh; the pair it produces is marked as the
+///   answer to a 401, and a 401 for it within 30 s is passed back without another refresh,
+///   replayable or not. Only a 401 marks a pair: [`refresh_now`](Self::refresh_now) does not.
+/// - Past the hard deadline, a request that meets a transient failure waits for the next
+///   backoff attempt if it is due within the attempt timeout of when the request began
+///   waiting; otherwise it fails with [`Error::is_refresh_failed`].
+/// - [`on_refresh`](TokenCacheBuilder::on_refresh) sees pairs in install order, one call at
+///   a time: the last pair it saw is [`current`](Self::current) (unless one was installed by
+///   hand).
 ///
 /// # Example
 ///
@@ -120,6 +142,7 @@ impl TokenCache {
             attempt_timeout: Duration::from_secs(30),
             jitter: true,
             on_refresh: None,
+            keep_alive: None,
         }
     }
 
@@ -134,7 +157,7 @@ impl TokenCache {
             Duration::from_secs(30 * 365 * 86_400),
         )?;
         Ok(Self {
-            shared: Arc::new(Shared::new(pair, None, default_settings())),
+            shared: Arc::new(Shared::new(pair, None, Settings::fixed())),
         })
     }
 
@@ -147,8 +170,11 @@ impl TokenCache {
     /// refresh go on with it at once, a refresh still in flight for the previous pair is
     /// discarded when it completes, and a broken refresh chain is forgotten. `on_refresh` is not called: the caller already has the pair.
     pub fn install(&self, pair: TokenPair) {
-        self.shared.install(pair);
+        let state = self.shared.install(pair);
         tracing::info!("token pair installed by hand");
+        if self.shared.settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
+            self.shared.arm(&state);
+        }
     }
 
     /// Refreshes now (joining a refresh already in flight) and returns the new pair.
@@ -207,7 +233,7 @@ impl TokenCache {
                         "a refreshing TokenCache must be used inside a Tokio runtime",
                     ));
                 }
-                state.arm()
+                self.shared.arm(state)
             }
             phase => phase,
         };
@@ -228,16 +254,22 @@ impl TokenCache {
     /// After a 401 for a request sent with `generation`: the state to replay with, once one
     /// refresh (shared with every other such request) has run. `None` for a fixed token.
     pub(crate) fn after_unauthorized(&self, generation: u64) -> Option<WaitFuture> {
-        self.may_refresh_after_401(generation)
-            .then(|| Box::pin(Arc::clone(&self.shared).await_token(generation, Need::Newer)) as _)
+        self.may_refresh_after_401(generation).then(|| {
+            Box::pin(Arc::clone(&self.shared).await_token(generation, Need::After401)) as _
+        })
     }
 
-    /// A 401 starts a refresh unless the token cannot be refreshed, or it is itself the answer
-    /// to a 401 a moment ago: then the server refuses something other than the token's age (a
-    /// missing scope), and an endpoint that always answers 401 must not cost one refresh per
-    /// request.
+    /// A 401 starts a refresh unless the token cannot be refreshed, or the pair it was sent
+    /// with is itself the answer to a 401 a moment ago: then the server refuses something other
+    /// than the token's age (a missing scope), and an endpoint that always answers 401 must not
+    /// cost one refresh per request. A 401 for a pair the cache has moved past costs nothing:
+    /// the replay uses the current one.
     fn may_refresh_after_401(&self, generation: u64) -> bool {
-        self.is_refreshable() && !self.shared.refreshed_after_401(generation)
+        if !self.is_refreshable() {
+            return false;
+        }
+        let current = self.shared.current.load();
+        current.generation != generation || !current.is_recent_answer_to_401()
     }
 
     pub(crate) fn note_replay(&self) {
@@ -248,8 +280,9 @@ impl TokenCache {
     pub(crate) fn refresh_in_background(&self, generation: u64) {
         let state = self.shared.current.load_full();
         if state.generation == generation && self.may_refresh_after_401(generation) {
-            state.claim_refresh();
-            self.shared.kick(&state);
+            // Marked as a 401's answer like a replayed one, so the cool-down applies however
+            // the 401 arrived.
+            self.shared.kick_for(&state, true);
         }
     }
 }
@@ -266,23 +299,27 @@ impl fmt::Debug for Current {
     }
 }
 
-fn default_settings() -> Settings {
-    Settings {
-        margins: Margins {
-            refresh_ahead: Duration::ZERO,
-            hard_margin: Duration::ZERO,
-            jitter: 0.0,
-        },
-        backoff_base: Duration::ZERO,
-        backoff_cap: Duration::ZERO,
-        attempt_timeout: Duration::ZERO,
-        jitter: false,
-        seed: 0,
-        on_refresh: None,
-    }
-}
-
 /// Settings of a [`TokenCache`]; from [`TokenCache::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use signalwire_auth::{RefreshError, TokenCache, TokenPair};
+/// use tokio::time::Instant;
+///
+/// let pair = TokenPair::new("first", Instant::now(), Duration::from_secs(3600))?;
+/// let cache = TokenCache::builder(pair, |_old: TokenPair| async {
+///     Err::<TokenPair, _>(RefreshError::terminal("this example never refreshes"))
+/// })
+/// .refresh_ahead(Duration::from_secs(10 * 60))
+/// .hard_margin(Duration::from_secs(60))
+/// .backoff(Duration::from_millis(500), Duration::from_secs(20))
+/// .attempt_timeout(Duration::from_secs(10))
+/// .keep_alive(true)
+/// .on_refresh(|pair| println!("persist: valid until {:?}", pair.expires_at()))
+/// .build();
+/// assert_eq!(cache.current().access_token(), "first");
+/// # Ok::<(), signalwire_auth::Error>(())
+/// ```
 #[must_use = "call .build() to get the cache"]
 pub struct TokenCacheBuilder {
     pair: TokenPair,
@@ -293,7 +330,8 @@ pub struct TokenCacheBuilder {
     backoff_cap: Duration,
     attempt_timeout: Duration,
     jitter: bool,
-    on_refresh: Option<super::flight::Hook>,
+    on_refresh: Option<Hook>,
+    keep_alive: Option<bool>,
 }
 
 impl TokenCacheBuilder {
@@ -342,6 +380,23 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// What the cache does when no request comes (DESIGN.md, "Idle sessions").
+    ///
+    /// - not set (the default): a pair that requests have used is refreshed by its timer at
+    ///   the advisory deadline, without waiting for a request; a pair nobody used since it was
+    ///   installed waits for a request. An app that stops sending requests lets its chain
+    ///   lapse one lifetime later (2 h 5 min for SignalWire's refresh tokens), not before.
+    /// - `keep_alive(true)`: every refreshed pair arms its own timer, so an idle cache keeps its
+    ///   chain alive indefinitely (one refresh per lifetime, about every 1 h 55 min).
+    /// - `keep_alive(false)`: refreshes only when requests come: the first request past the
+    ///   advisory deadline starts one. An idle cache finds its chain broken once the refresh
+    ///   token expires, unless the refresher can start over
+    ///   ([`SubscriberRefresher::with_remint`](crate::SubscriberRefresher::with_remint)).
+    pub fn keep_alive(mut self, enabled: bool) -> Self {
+        self.keep_alive = Some(enabled);
+        self
+    }
+
     /// Builds the cache. Nothing is spawned until the first request.
     pub fn build(self) -> TokenCache {
         let seed = RandomState::new().hash_one(0u8);
@@ -357,6 +412,8 @@ impl TokenCacheBuilder {
             jitter: self.jitter,
             seed,
             on_refresh: self.on_refresh,
+            keep_alive: self.keep_alive == Some(true),
+            timer_refresh: self.keep_alive != Some(false),
         };
         TokenCache {
             shared: Arc::new(Shared::new(self.pair, Some(self.refresher), settings)),
@@ -374,11 +431,33 @@ impl fmt::Debug for TokenCacheBuilder {
             .field("backoff_cap", &self.backoff_cap)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("jitter", &self.jitter)
+            .field("keep_alive", &self.keep_alive)
             .finish_non_exhaustive()
     }
 }
 
-/// Counters of a [`TokenCache`], from [`TokenCache::stats`].
+/// Counters of a [`TokenCache`], from [`TokenCache::stats`]. They are written before the
+/// refresh they count wakes anyone, so a caller woken by it already sees them.
+///
+/// ```
+/// use std::time::Duration;
+/// use signalwire_auth::{RefreshError, TokenCache, TokenPair};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), signalwire_auth::Error> {
+/// let pair = TokenPair::new("first", Instant::now(), Duration::from_secs(3600))?;
+/// let cache = TokenCache::new(pair, |_old: TokenPair| async {
+///     TokenPair::new("next", Instant::now(), Duration::from_secs(3600)).map_err(RefreshError::terminal)
+/// });
+/// assert_eq!(cache.stats().generation(), 0);
+/// cache.refresh_now().await?;
+/// let stats = cache.stats();
+/// assert_eq!((stats.attempts(), stats.refreshes(), stats.failures()), (1, 1, 0));
+/// assert_ne!(stats.generation(), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
     attempts: u64,
