@@ -14,7 +14,7 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Credentials, Error, target::Target};
+use crate::{Credentials, Error, transport::Target};
 
 /// Adds `Authorization: Basic base64(project_id:api_token)` to every request.
 ///
@@ -70,7 +70,7 @@ impl BasicAuthLayer {
         }
     }
 
-    crate::target::transport_rule_methods!();
+    crate::transport::transport_rule_methods!();
 }
 
 impl<S> Layer<S> for BasicAuthLayer {

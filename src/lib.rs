@@ -99,7 +99,7 @@ pub mod mock;
 mod refresher;
 mod secret;
 mod space;
-mod target;
+mod transport;
 
 pub use api::{
     ApiError, ApiErrorEntry, CreateGuestToken, CreateInviteToken, CreateSubscriberToken,

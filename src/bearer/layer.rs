@@ -3,7 +3,7 @@
 use tower_layer::Layer;
 
 use super::BearerAuth;
-use crate::{Error, TokenCache, target::Target};
+use crate::{Error, TokenCache, transport::Target};
 
 /// The default size up to which a request body is kept for a replay after a 401: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -111,7 +111,7 @@ impl BearerAuthLayer {
         self
     }
 
-    crate::target::transport_rule_methods!();
+    crate::transport::transport_rule_methods!();
 }
 
 impl<S> Layer<S> for BearerAuthLayer {

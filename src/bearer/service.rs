@@ -17,7 +17,7 @@ use super::{
 use crate::{
     TokenCache,
     cache::{LocalCache, State, Ticket},
-    target::Target,
+    transport::Target,
 };
 
 /// The service built by [`BearerAuthLayer`](crate::BearerAuthLayer).
