@@ -39,6 +39,8 @@ pub(crate) enum Kind {
     ReauthenticationNeeded,
     /// A refresh needs a Tokio runtime to run on and none was found.
     NoRuntime,
+    /// The server refused a credential that a refresh cannot improve on.
+    Unauthorized,
 }
 
 impl Error {
@@ -128,6 +130,14 @@ impl Error {
         self.kind == Kind::NoRuntime
     }
 
+    /// The server answered 401 to a credential that a new token would not fix: the token was
+    /// itself refreshed because of a 401 moments ago (the server refuses something else, such
+    /// as a missing scope), or it is a fixed token. From
+    /// [`TokenCache::reauthorize`](crate::TokenCache::reauthorize); send nothing again.
+    pub fn is_unauthorized(&self) -> bool {
+        self.kind == Kind::Unauthorized
+    }
+
     /// The API's answer, when this error is one (`is_api()`), found anywhere in the source chain.
     pub fn api_error(&self) -> Option<&ApiError> {
         let mut next: Option<&(dyn StdError + 'static)> = self.source.as_deref().map(|e| e as _);
@@ -153,6 +163,7 @@ impl Error {
                 "re-authentication needed: the refresh token can no longer be used"
             }
             Kind::NoRuntime => "no tokio runtime to run the token refresh on",
+            Kind::Unauthorized => "unauthorized, and a new token would not help",
         }
     }
 }

@@ -108,7 +108,7 @@ pub use api::{
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
 pub use cache::{
-    CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader, TokenPair,
+    Authorization, CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader, TokenPair,
 };
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
@@ -118,6 +118,7 @@ pub use https::{HttpsClient, https_client};
 pub use mock::MockSpace;
 pub use refresher::SubscriberRefresher;
 pub use space::{SPACE_ENV, Space};
+pub use transport::TransportRule;
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

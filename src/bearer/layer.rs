@@ -3,7 +3,7 @@
 use tower_layer::Layer;
 
 use super::BearerAuth;
-use crate::{Error, TokenCache, transport::Target};
+use crate::{Error, TokenCache, transport::TransportRule};
 
 /// The default size up to which a request body is kept for a replay after a 401: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -82,7 +82,7 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct BearerAuthLayer {
     cache: TokenCache,
-    target: Target,
+    target: TransportRule,
     replay_limit: usize,
 }
 
@@ -91,7 +91,7 @@ impl BearerAuthLayer {
     pub fn new(cache: TokenCache) -> Self {
         Self {
             cache,
-            target: Target::default(),
+            target: TransportRule::default(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
         }
     }

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     TokenCache,
     cache::{LocalCache, State, Ticket},
-    transport::Target,
+    transport::TransportRule,
 };
 
 /// The service built by [`BearerAuthLayer`](crate::BearerAuthLayer).
@@ -26,7 +26,7 @@ pub struct BearerAuth<S> {
     cache: TokenCache,
     /// This clone's view of the current state: revalidated with one relaxed pointer load.
     local: LocalCache,
-    target: Target,
+    target: TransportRule,
     /// `replay_limit`, or 0 for a token that cannot be refreshed (a replay could not help).
     replay_limit: usize,
     /// Kept here so that a request does not read the shared cache to learn it.
@@ -45,7 +45,7 @@ pub struct BearerAuth<S> {
 pub struct ReplaySkipped;
 
 impl<S> BearerAuth<S> {
-    pub(crate) fn new(inner: S, cache: TokenCache, target: Target, replay_limit: usize) -> Self {
+    pub(crate) fn new(inner: S, cache: TokenCache, target: TransportRule, replay_limit: usize) -> Self {
         let refreshable = cache.is_refreshable();
         Self {
             inner,
