@@ -108,7 +108,8 @@ pub use api::{
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
 pub use cache::{
-    Authorization, CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader, TokenPair,
+    Authorization, CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader,
+    TokenPair,
 };
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;

@@ -5,9 +5,11 @@
 mod body;
 mod future;
 mod layer;
+mod replay;
 mod service;
 
 pub use body::ReplayBody;
 pub use future::ResponseFuture;
 pub use layer::{BearerAuthLayer, DEFAULT_REPLAY_LIMIT};
-pub use service::{BearerAuth, ReplaySkipped};
+pub use replay::ReplaySkipped;
+pub use service::BearerAuth;
