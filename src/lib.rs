@@ -80,6 +80,8 @@
 //!   ([`TokenClient::new`], [`SubscriberRefresher::new`]).
 //! - `test-util`: [`MockSpace`], a real HTTP/HTTPS server on 127.0.0.1 that behaves like a
 //!   space's token endpoints, with fault injection and call counters.
+//! - `reqwest`: [`reqwest::BasicAuthMiddleware`] and [`reqwest::BearerAuthMiddleware`] for
+//!   reqwest-middleware's `ClientWithMiddleware`, under the tower layers' rules.
 //!
 //! [SignalWire]: https://signalwire.com
 #![forbid(unsafe_code)]
@@ -97,6 +99,8 @@ mod https;
 #[cfg(feature = "test-util")]
 pub mod mock;
 mod refresher;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 mod secret;
 mod space;
 mod transport;

@@ -5,7 +5,7 @@
 mod body;
 mod future;
 mod layer;
-mod replay;
+pub(crate) mod replay;
 mod service;
 
 pub use body::ReplayBody;

@@ -55,6 +55,11 @@ impl Authorization {
         self.state.generation
     }
 
+    /// The access token, for cutting out of error text the server echoes back.
+    pub(crate) fn token(&self) -> &str {
+        self.state.pair.access_token()
+    }
+
     /// When the access token expires, as tracked by the cache.
     pub fn expires_at(&self) -> Instant {
         self.state.pair.expires_at()

@@ -98,6 +98,7 @@
 //! # }
 //! ```
 
+mod clients;
 mod faults;
 mod handlers;
 mod listing;
