@@ -82,7 +82,8 @@ impl MockSpace {
     }
 
     /// [`ca_certificate_pem`](Self::ca_certificate_pem) as a `reqwest::Certificate`, for
-    /// `reqwest::ClientBuilder::add_root_certificate` (feature `reqwest`).
+    /// `reqwest::ClientBuilder::add_root_certificate` in a client of your own (feature
+    /// `reqwest`); [`reqwest_client`](Self::reqwest_client) is a ready one.
     ///
     /// # Example
     ///
@@ -90,16 +91,11 @@ impl MockSpace {
     /// use signalwire_auth::MockSpace;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn main() -> std::io::Result<()> {
     /// let mock = MockSpace::start_tls().await?;
-    /// let client = reqwest::Client::builder()
-    ///     .add_root_certificate(mock.reqwest_certificate().expect("a TLS mock"))
-    ///     .build()?;
-    /// let response = client
-    ///     .post(mock.space().endpoint("/api/fabric/subscribers/tokens")?.to_string())
-    ///     .send()
-    ///     .await?;
-    /// assert_eq!(response.status(), 401, "no credentials");
+    /// let builder = reqwest::Client::builder()
+    ///     .add_root_certificate(mock.reqwest_certificate().expect("a TLS mock"));
+    /// # drop(builder);
     /// # Ok(())
     /// # }
     /// ```
@@ -110,5 +106,41 @@ impl MockSpace {
             ::reqwest::Certificate::from_pem(pem.as_bytes())
                 .expect("rcgen's PEM is a valid certificate"),
         )
+    }
+
+    /// A `reqwest::Client` that trusts this mock's certificate (and nothing else) and speaks
+    /// HTTP/1.1 and HTTP/2, over rustls with the ring provider this crate uses, so no process
+    /// default provider is needed (feature `reqwest`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use signalwire_auth::MockSpace;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mock = MockSpace::start_tls().await?;
+    /// let response = mock
+    ///     .reqwest_client()
+    ///     .post(mock.space().endpoint("/api/fabric/subscribers/tokens")?.to_string())
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(response.status(), 401, "no credentials");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "reqwest")]
+    pub fn reqwest_client(&self) -> ::reqwest::Client {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        ::reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("a preconfigured rustls client builds")
     }
 }

@@ -50,7 +50,7 @@ pub struct MockSpace {
     pub(super) shared: Arc<Shared>,
     addr: SocketAddr,
     /// What [`client`](Self::client) trusts: the generated CA for TLS, nothing for plain HTTP.
-    roots: RootCertStore,
+    pub(super) roots: RootCertStore,
     /// The generated CA, PEM-encoded (TLS only), for `clients.rs`.
     pub(super) ca_pem: Option<String>,
     tls: bool,

@@ -22,7 +22,7 @@ use crate::{Credentials, transport::TransportRule};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mock = MockSpace::start().await?;
-/// let client = ClientBuilder::new(reqwest::Client::new())
+/// let client = ClientBuilder::new(mock.reqwest_client())
 ///     .with(BasicAuthMiddleware::new(mock.credentials()).for_space(&mock.space()))
 ///     .build();
 /// let response = client

@@ -33,7 +33,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mock = MockSpace::start().await?;
 //! let cache = TokenCache::new(mock.mint("alice@example.com"), mock.refresher());
-//! let client = ClientBuilder::new(reqwest::Client::new())
+//! let client = ClientBuilder::new(mock.reqwest_client())
 //!     .with(BearerAuthMiddleware::new(cache.clone()).for_space(&mock.space()))
 //!     .build();
 //!
