@@ -36,7 +36,7 @@ enum Adapter {
 /// One adapter, set up over one cache and one mock.
 #[derive(Clone)]
 enum Client {
-    Tower(BearerAuth<HttpsClient<ReplayBody<Full<Bytes>>>>),
+    Tower(Box<BearerAuth<HttpsClient<ReplayBody<Full<Bytes>>>>>),
     Reqwest(reqwest_middleware::ClientWithMiddleware),
 }
 
@@ -95,11 +95,11 @@ impl Setup {
 
 fn build(adapter: Adapter, mock: &MockSpace, cache: &TokenCache) -> Client {
     match adapter {
-        Adapter::Tower => Client::Tower(
+        Adapter::Tower => Client::Tower(Box::new(
             BearerAuthLayer::new(cache.clone())
                 .for_space(&mock.space())
                 .layer(mock.client()),
-        ),
+        )),
         Adapter::Reqwest => {
             let client = mock.reqwest_client();
             Client::Reqwest(
@@ -124,7 +124,7 @@ impl Client {
                     .uri(url)
                     .body(Full::new(body))
                     .unwrap();
-                let response = service
+                let response = (**service)
                     .clone()
                     .oneshot(request)
                     .await

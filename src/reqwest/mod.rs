@@ -2,7 +2,7 @@
 //! [`reqwest_middleware::ClientWithMiddleware`].
 //!
 //! [`BasicAuthMiddleware`] and [`BearerAuthMiddleware`] follow the tower layers' rules exactly:
-//! the same [`TransportRule`](crate::TransportRule) (a refused request fails and is not sent),
+//! the same [`TransportRule`] (a refused request fails and is not sent),
 //! the same precomputed, sensitive Basic header, and for Bearer the same
 //! [`TokenCache::authorization`](crate::TokenCache::authorization) /
 //! [`TokenCache::reauthorize`](crate::TokenCache::reauthorize) calls the tower layer is built
