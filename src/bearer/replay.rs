@@ -156,3 +156,72 @@ impl<B: Body> Future for Drain<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        pin::Pin,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Context, Poll},
+    };
+
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::Full;
+
+    use super::*;
+
+    /// A body that never ends: 16 KiB chunks, counted, or (`stalled`) nothing at all.
+    struct Endless {
+        chunks: Arc<AtomicUsize>,
+        stalled: bool,
+    }
+
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.stalled {
+                return Poll::Pending;
+            }
+            self.chunks.fetch_add(1, Ordering::SeqCst);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0; 16 * 1024])))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_read_to_its_end() {
+        Drain::new(Full::new(Bytes::from_static(b"{\"errors\":[]}"))).await;
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_left_after_the_limit() {
+        let chunks = Arc::new(AtomicUsize::new(0));
+        let body = Endless {
+            chunks: Arc::clone(&chunks),
+            stalled: false,
+        };
+        Drain::new(body).await;
+        // 64 KiB in 16 KiB chunks: the fifth chunk crosses the limit.
+        assert_eq!(chunks.load(Ordering::SeqCst), DRAIN_LIMIT / (16 * 1024) + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_left_after_the_time_limit() {
+        let started = tokio::time::Instant::now();
+        let body = Endless {
+            chunks: Arc::default(),
+            stalled: true,
+        };
+        Drain::new(body).await;
+        assert_eq!(started.elapsed(), DRAIN_TIME);
+    }
+}

@@ -27,7 +27,8 @@ use crate::{Credentials, transport::TransportRule};
 ///     .build();
 /// let response = client
 ///     .post(mock.space().endpoint("/api/fabric/subscribers/tokens")?.to_string())
-///     .json(&serde_json::json!({"reference": "alice@example.com"}))
+///     .header("content-type", "application/json")
+///     .body(r#"{"reference":"alice@example.com"}"#)
 ///     .send()
 ///     .await?;
 /// assert_eq!(response.status(), 200);
