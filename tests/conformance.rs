@@ -5,13 +5,12 @@
 
 #![cfg(all(feature = "test-util", feature = "reqwest"))]
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod common;
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use common::Captured;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use signalwire_auth::{
@@ -343,21 +342,6 @@ async fn transport_rule_refusals(adapter: Adapter, tls: bool) {
     assert_eq!(s.cache.stats().refreshes(), 0);
 }
 
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 async fn secrets_stay_out_of_debug_and_traces(adapter: Adapter, tls: bool) {
     let logs = Captured::default();
     let writer = logs.clone();
@@ -414,7 +398,7 @@ async fn secrets_stay_out_of_debug_and_traces(adapter: Adapter, tls: bool) {
         .unwrap_err();
     outputs.push(format!("{error} / {error:?}"));
 
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(
         logs.contains("replaying once"),
         "the replay was traced at all: {logs}"

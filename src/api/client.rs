@@ -341,19 +341,7 @@ where
         };
         let (sent, sent_wall) = (Instant::now(), SystemTime::now());
         let answer: PairResponse = self.post(CREATE_GUEST, request, Some(auth), secret).await?;
-        let lifetime = request
-            .expire_at()
-            .map_or(TokenPair::DEFAULT_LIFETIME, |at| {
-                TokenPair::lifetime_until(at, sent_wall)
-            });
-        make_pair(
-            CREATE_GUEST,
-            answer.token,
-            answer.refresh_token,
-            sent,
-            lifetime,
-            lifetime + REFRESH_MARGIN,
-        )
+        guest_pair(request, answer, sent, sent_wall)
     }
 
     /// Creates an invite to a Fabric address, authenticated with the subscriber's SAT.
@@ -381,19 +369,7 @@ where
         request.check()?;
         let (sent, sent_wall) = (Instant::now(), SystemTime::now());
         let answer: PairResponse = self.post_with_cache(CREATE_GUEST, request, cache).await?;
-        let lifetime = request
-            .expire_at()
-            .map_or(TokenPair::DEFAULT_LIFETIME, |at| {
-                TokenPair::lifetime_until(at, sent_wall)
-            });
-        make_pair(
-            CREATE_GUEST,
-            answer.token,
-            answer.refresh_token,
-            sent,
-            lifetime,
-            lifetime + REFRESH_MARGIN,
-        )
+        guest_pair(request, answer, sent, sent_wall)
     }
 
     /// [`create_invite_token`](Self::create_invite_token) with the subscriber's SAT from
@@ -523,6 +499,28 @@ where
             ))
         })
     }
+}
+
+/// A guest token's pair, its lifetime tracked from when the request was sent.
+fn guest_pair(
+    request: &CreateGuestToken,
+    answer: PairResponse,
+    sent: Instant,
+    sent_wall: SystemTime,
+) -> Result<TokenPair, Error> {
+    let lifetime = request
+        .expire_at()
+        .map_or(TokenPair::DEFAULT_LIFETIME, |at| {
+            TokenPair::lifetime_until(at, sent_wall)
+        });
+    make_pair(
+        CREATE_GUEST,
+        answer.token,
+        answer.refresh_token,
+        sent,
+        lifetime,
+        lifetime + REFRESH_MARGIN,
+    )
 }
 
 impl<S: Clone> Clone for TokenClient<S> {
