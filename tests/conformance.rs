@@ -83,6 +83,21 @@ impl Setup {
             .await
     }
 
+    /// `n` concurrent listings, each in a task of its own; every one must get an answer.
+    async fn storm(&self, n: usize) -> Vec<Reply> {
+        let mut tasks = JoinSet::new();
+        for _ in 0..n {
+            let client = self.client.clone();
+            let url = self.url(MockEndpoint::ListAddresses.path());
+            tasks.spawn(async move { client.send(&url, Payload::Empty).await });
+        }
+        let mut replies = Vec::with_capacity(n);
+        while let Some(outcome) = tasks.join_next().await {
+            replies.push(outcome.unwrap().unwrap());
+        }
+        replies
+    }
+
     fn list_calls(&self) -> usize {
         self.mock.calls(MockEndpoint::ListAddresses)
     }
@@ -242,14 +257,8 @@ async fn advisory_refresh(adapter: Adapter, tls: bool) {
 
 async fn expired_storm(adapter: Adapter, tls: bool) {
     let s = Setup::new(adapter, tls, |mock| aged(mock, HOUR * 3)).await;
-    let mut tasks = JoinSet::new();
-    for _ in 0..1_000 {
-        let client = s.client.clone();
-        let url = s.url(MockEndpoint::ListAddresses.path());
-        tasks.spawn(async move { client.send(&url, Payload::Empty).await });
-    }
-    while let Some(outcome) = tasks.join_next().await {
-        assert_eq!(outcome.unwrap().unwrap().status, StatusCode::OK);
+    for reply in s.storm(1_000).await {
+        assert_eq!(reply.status, StatusCode::OK);
     }
     assert_eq!(
         s.refresh_calls(),
@@ -268,14 +277,8 @@ async fn expired_storm(adapter: Adapter, tls: bool) {
 async fn revocation_storm(adapter: Adapter, tls: bool) {
     let s = Setup::new(adapter, tls, fresh).await;
     s.mock.revoke_access_tokens();
-    let mut tasks = JoinSet::new();
-    for _ in 0..200 {
-        let client = s.client.clone();
-        let url = s.url(MockEndpoint::ListAddresses.path());
-        tasks.spawn(async move { client.send(&url, Payload::Empty).await });
-    }
-    while let Some(outcome) = tasks.join_next().await {
-        assert_eq!(outcome.unwrap().unwrap().status, StatusCode::OK);
+    for reply in s.storm(200).await {
+        assert_eq!(reply.status, StatusCode::OK);
     }
     assert_eq!(s.refresh_calls(), 1, "one refresh for the whole storm");
     assert!(
