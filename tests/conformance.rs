@@ -455,3 +455,40 @@ conformance! {
     transport_rule_refusals,
     secrets_stay_out_of_debug_and_traces,
 }
+
+/// reqwest's own timeout bounds a send through the middleware, and a timed-out request costs
+/// no refresh.
+#[tokio::test]
+async fn reqwest_timeouts_apply_through_the_bearer_middleware() {
+    let mock = MockSpace::start().await.unwrap();
+    let cache = TokenCache::new(fresh(&mock), mock.refresher());
+    let client = reqwest_middleware::ClientBuilder::new(mock.reqwest_client())
+        .with(BearerAuthMiddleware::new(cache.clone()).for_space(&mock.space()))
+        .build();
+    mock.inject(
+        MockEndpoint::ListAddresses,
+        Fault::Delay(Duration::from_secs(30)),
+        1,
+    );
+    let url = mock
+        .space()
+        .endpoint(MockEndpoint::ListAddresses.path())
+        .unwrap()
+        .to_string();
+    let error = client
+        .get(&url)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, reqwest_middleware::Error::Reqwest(e) if e.is_timeout()),
+        "{error:?}"
+    );
+    assert_eq!(cache.stats().refreshes(), 0);
+    // The next request goes through.
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}
