@@ -45,7 +45,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// waits for all; every response must be a 200.
 async fn storm<S>(service: &mut S)
 where
-    S: Service<Request<Empty<Bytes>>, Response = Response<()>>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>>,
     S::Future: Send + 'static,
     S::Error: Debug + Send + 'static,
 {
@@ -104,7 +104,7 @@ fn bench_storm<S, C>(
     setup: impl Fn() -> (S, C),
     right: impl Fn(&C) -> bool,
 ) where
-    S: Service<Request<Empty<Bytes>>, Response = Response<()>>,
+    S: Service<Request<Empty<Bytes>>, Response = Response<Empty<Bytes>>>,
     S::Future: Send + 'static,
     S::Error: Debug + Send + 'static,
 {

@@ -14,7 +14,7 @@ use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Credentials, Error, transport::Target};
+use crate::{Credentials, Error, transport::TransportRule};
 
 /// Adds `Authorization: Basic base64(project_id:api_token)` to every request.
 ///
@@ -58,7 +58,7 @@ use crate::{Credentials, Error, transport::Target};
 #[derive(Clone)]
 pub struct BasicAuthLayer {
     header: HeaderValue,
-    target: Target,
+    target: TransportRule,
 }
 
 impl BasicAuthLayer {
@@ -66,7 +66,7 @@ impl BasicAuthLayer {
     pub fn new(credentials: Credentials) -> Self {
         Self {
             header: credentials.basic_header(),
-            target: Target::default(),
+            target: TransportRule::default(),
         }
     }
 
@@ -119,7 +119,7 @@ impl fmt::Debug for BasicAuthLayer {
 pub struct BasicAuth<S> {
     inner: S,
     header: HeaderValue,
-    target: Target,
+    target: TransportRule,
 }
 
 impl<S> BasicAuth<S> {

@@ -65,6 +65,8 @@ pub(crate) enum Kind {
     ReauthenticationNeeded,
     /// A refresh needs a Tokio runtime to run on and none was found.
     NoRuntime,
+    /// The server refused a credential that a refresh cannot improve on.
+    Unauthorized,
 }
 
 impl Error {
@@ -150,6 +152,14 @@ impl Error {
         self.kind == Kind::NoRuntime
     }
 
+    /// The server answered 401 to a credential that a new token would not fix: the token was
+    /// itself refreshed because of a 401 moments ago (the server refuses something else, such
+    /// as a missing scope), or it is a fixed token. From
+    /// [`TokenCache::reauthorize`](crate::TokenCache::reauthorize); send nothing again.
+    pub fn is_unauthorized(&self) -> bool {
+        self.kind == Kind::Unauthorized
+    }
+
     fn describe(&self) -> &'static str {
         match self.kind {
             Kind::InvalidInput => "invalid input",
@@ -163,6 +173,7 @@ impl Error {
                 "re-authentication needed: the refresh token can no longer be used"
             }
             Kind::NoRuntime => "no tokio runtime to run the token refresh on",
+            Kind::Unauthorized => "unauthorized, and a new token would not help",
         }
     }
 }

@@ -80,6 +80,8 @@
 //!   ([`TokenClient::new`], [`SubscriberRefresher::new`]).
 //! - `test-util`: [`MockSpace`], a real HTTP/HTTPS server on 127.0.0.1 that behaves like a
 //!   space's token endpoints, with fault injection and call counters.
+//! - `reqwest`: [`reqwest::BasicAuthMiddleware`] and [`reqwest::BearerAuthMiddleware`] for
+//!   reqwest-middleware's `ClientWithMiddleware`, under the tower layers' rules.
 //!
 //! [SignalWire]: https://signalwire.com
 #![forbid(unsafe_code)]
@@ -96,6 +98,8 @@ mod error;
 mod https;
 #[cfg(feature = "test-util")]
 pub mod mock;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 mod secret;
 mod space;
 mod transport;
@@ -108,7 +112,8 @@ pub use api::{
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
 pub use cache::{
-    CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader, TokenPair,
+    Authorization, CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader,
+    TokenPair,
 };
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
@@ -117,6 +122,7 @@ pub use https::{HttpsClient, https_client};
 #[cfg(feature = "test-util")]
 pub use mock::MockSpace;
 pub use space::{SPACE_ENV, Space};
+pub use transport::TransportRule;
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

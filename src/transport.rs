@@ -6,15 +6,37 @@ use http::Uri;
 
 use crate::{Error, Space, space::is_loopback};
 
-/// Decides, per request, whether credentials may be attached to its URI.
+/// Decides, per request, whether credentials may be attached to its URI. Every adapter of this
+/// crate (both tower layers, both reqwest middlewares) checks one before it adds credentials,
+/// and a request it refuses fails with [`Error::is_refused`] without being sent.
 ///
 /// By default credentials go only to SignalWire's own hosts (`signalwire.com` and its
-/// subdomains) over `https`, and to loopback (for tests and mocks). [`Target::restrict_to`] pins
-/// them to one space (its scheme, host and port), [`Target::allow_host`] adds hosts (a proxy, a
-/// custom domain), and [`Target::allow_plain_http`] lets `http` through to allowed hosts. Cheap
-/// to clone, and cheap to check on the default path: a scheme comparison and a suffix match.
+/// subdomains) over `https`, and to loopback (for tests and mocks).
+/// [`for_space`](Self::for_space) pins them to one space (its scheme, host and port),
+/// [`allow_host`](Self::allow_host) adds hosts (a proxy, a custom domain), and
+/// [`allow_plain_http`](Self::allow_plain_http) lets `http` through to allowed hosts. Cheap to
+/// clone, and cheap to check on the default path: a scheme comparison and a suffix match.
+///
+/// # Example
+///
+/// ```
+/// use signalwire_auth::{Space, TransportRule};
+///
+/// # fn main() -> Result<(), signalwire_auth::Error> {
+/// let default = TransportRule::default();
+/// assert!(default.check(&"https://example.signalwire.com/api".parse().unwrap()).is_ok());
+/// assert!(default.check(&"http://127.0.0.1:8080/api".parse().unwrap()).is_ok());
+/// assert!(default.check(&"https://evil.test/api".parse().unwrap()).unwrap_err().is_refused());
+///
+/// let space = Space::new("example")?;
+/// let rule = TransportRule::for_space(&space).allow_host("files.example.com");
+/// assert!(rule.check(&"https://other.signalwire.com/api".parse().unwrap()).is_err());
+/// assert!(rule.check(&"https://files.example.com/x".parse().unwrap()).is_ok());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Target {
+pub struct TransportRule {
     allow_http: bool,
     /// `None`: SignalWire's hosts and loopback.
     hosts: Option<Arc<[AllowedHost]>>,
@@ -29,14 +51,20 @@ struct AllowedHost {
     https: Option<bool>,
 }
 
-/// The builder methods both auth layers offer over their `target: Target` field, written once
-/// so the two layers cannot drift apart.
+/// The builder methods every adapter offers over its `target: TransportRule` field, written
+/// once so the adapters cannot drift apart.
 macro_rules! transport_rule_methods {
     () => {
+        /// Replaces the transport rule (default: [`TransportRule::default`](crate::TransportRule)).
+        pub fn transport_rule(mut self, rule: $crate::TransportRule) -> Self {
+            self.target = rule;
+            self
+        }
+
         /// Only attaches the credentials to requests for `space` (its scheme, host and port), plus
         /// any hosts named with [`allow_host`](Self::allow_host); everything else is refused.
         pub fn for_space(mut self, space: &$crate::Space) -> Self {
-            self.target = self.target.restrict_to(space);
+            self.target = self.target.and_space(space);
             self
         }
 
@@ -61,13 +89,24 @@ pub(crate) use transport_rule_methods;
 /// The domain whose hosts the default rule trusts.
 const SIGNALWIRE_DOMAIN: &str = "signalwire.com";
 
-impl Target {
-    pub(crate) fn allow_plain_http(mut self) -> Self {
+impl TransportRule {
+    /// Only `space` (its scheme, host and port), plus any hosts added with
+    /// [`allow_host`](Self::allow_host).
+    pub fn for_space(space: &Space) -> Self {
+        Self::default().and_space(space)
+    }
+
+    /// Allows plain `http` to the allowed hosts, not only to loopback. Only for networks you
+    /// trust: anyone on the path can read the credentials.
+    pub fn allow_plain_http(mut self) -> Self {
         self.allow_http = true;
         self
     }
 
-    pub(crate) fn restrict_to(self, space: &Space) -> Self {
+    /// Also allows `space` (its scheme, host and port). The first of `and_space`, `for_space`
+    /// and `allow_host` replaces the default (SignalWire's hosts and loopback) with the hosts
+    /// named.
+    pub fn and_space(self, space: &Space) -> Self {
         self.push(AllowedHost {
             host: space.host().into(),
             port: Some(space.port()),
@@ -75,7 +114,10 @@ impl Target {
         })
     }
 
-    pub(crate) fn allow_host(self, host: &str) -> Self {
+    /// Also allows `host` (any port, the scheme rule unchanged). The first of `allow_host` and
+    /// [`for_space`](Self::for_space) replaces the default (SignalWire's hosts and loopback)
+    /// with the hosts named.
+    pub fn allow_host(self, host: &str) -> Self {
         self.push(AllowedHost {
             host: host
                 .trim_start_matches('[')
@@ -97,7 +139,7 @@ impl Target {
     /// `Ok` when credentials may be attached to a request for `uri`; otherwise the reason, as an
     /// error that names the scheme and host but nothing secret.
     #[inline]
-    pub(crate) fn check(&self, uri: &Uri) -> Result<(), Error> {
+    pub fn check(&self, uri: &Uri) -> Result<(), Error> {
         // The default rule on an https URI to SignalWire, checked on the authority's text:
         // parsing the host (`Uri::host`) would cost more than the rest of the middleware.
         // Inline, with the rest out of line, so the fast path is a few comparisons.
@@ -191,13 +233,13 @@ fn is_signalwire(authority: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn check(target: &Target, uri: &str) -> Result<(), Error> {
+    fn check(target: &TransportRule, uri: &str) -> Result<(), Error> {
         target.check(&uri.parse().unwrap())
     }
 
     #[test]
     fn default_rule() {
-        let t = Target::default();
+        let t = TransportRule::default();
         assert!(check(&t, "https://example.signalwire.com/api").is_ok());
         assert!(check(&t, "http://127.0.0.1:8080/api").is_ok());
         assert!(check(&t, "http://[::1]:8080/api").is_ok());
@@ -229,7 +271,7 @@ mod tests {
 
     #[test]
     fn plain_http_opt_in() {
-        let t = Target::default().allow_plain_http();
+        let t = TransportRule::default().allow_plain_http();
         assert!(check(&t, "http://example.signalwire.com/api").is_ok());
         assert!(
             check(&t, "http://example.com/api")
@@ -239,7 +281,7 @@ mod tests {
         let t = t.allow_host("example.com");
         assert!(check(&t, "http://example.com/api").is_ok());
         // A space pins its scheme: plain http allowed elsewhere is not allowed to it.
-        let t = t.restrict_to(&Space::new("example").unwrap());
+        let t = t.and_space(&Space::new("example").unwrap());
         assert!(
             check(&t, "http://example.signalwire.com:443/api")
                 .unwrap_err()
@@ -250,8 +292,8 @@ mod tests {
     #[test]
     fn restricted_to_a_space_and_extra_hosts() {
         let space = Space::new("example").unwrap();
-        let t = Target::default()
-            .restrict_to(&space)
+        let t = TransportRule::default()
+            .and_space(&space)
             .allow_host("Files.Example.com");
         assert!(check(&t, "https://example.signalwire.com/api").is_ok());
         assert!(check(&t, "https://EXAMPLE.signalwire.com:443/api").is_ok());

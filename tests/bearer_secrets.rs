@@ -6,7 +6,6 @@ mod common;
 use std::{
     collections::HashSet,
     error::Error as StdError,
-    io,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,27 +19,6 @@ use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt};
 use tracing::Level;
 use tracing_subscriber::fmt::format::FmtSpan;
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// `Display`, `Debug` and the whole `source` chain of an error.
 fn describe(error: &(dyn StdError + 'static)) -> String {

@@ -54,7 +54,7 @@ pub fn bearer_value(token: &str) -> HeaderValue {
 
 /// The floor: the request built, one header inserted by hand, sent to the no-op service.
 #[inline]
-pub fn floor<B>(request: Request<B>, value: &HeaderValue) -> Response<()>
+pub fn floor<B>(request: Request<B>, value: &HeaderValue) -> Response<Empty<Bytes>>
 where
     B: Body,
     B::Error: std::fmt::Debug,
@@ -85,7 +85,7 @@ pub fn request_1k() -> Request<Full<Bytes>> {
 /// What an inner service does with a request; [`Inner`] turns it into a `Service` whose
 /// future is `std::future::Ready`, so that only the middleware in front of it is measured.
 pub trait Respond {
-    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<()>
+    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<Empty<Bytes>>
     where
         B::Error: std::fmt::Debug;
 }
@@ -98,9 +98,9 @@ impl<R: Respond, B: Body> Service<Request<B>> for Inner<R>
 where
     B::Error: std::fmt::Debug,
 {
-    type Response = Response<()>;
+    type Response = Response<Empty<Bytes>>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
+    type Future = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -121,9 +121,9 @@ pub fn noop() -> Noop {
 pub struct Nothing;
 
 impl Respond for Nothing {
-    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<()> {
+    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<Empty<Bytes>> {
         drop(request);
-        Response::new(())
+        Response::new(Empty::new())
     }
 }
 
@@ -137,7 +137,7 @@ pub fn drain() -> Drain {
 pub struct ReadBody;
 
 impl Respond for ReadBody {
-    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<()>
+    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<Empty<Bytes>>
     where
         B::Error: std::fmt::Debug,
     {
@@ -146,7 +146,7 @@ impl Respond for ReadBody {
         while let Poll::Ready(Some(frame)) = body.as_mut().poll_frame(&mut cx) {
             drop(frame.expect("an in-memory body does not fail"));
         }
-        Response::new(())
+        Response::new(Empty::new())
     }
 }
 
@@ -172,9 +172,9 @@ impl Accept {
 }
 
 impl Respond for Accept {
-    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<()> {
+    fn respond<B: Body>(&mut self, request: Request<B>) -> Response<Empty<Bytes>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut response = Response::new(());
+        let mut response = Response::new(Empty::new());
         if request.headers().get(AUTHORIZATION) != Some(&self.accepted) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             *response.status_mut() = StatusCode::UNAUTHORIZED;

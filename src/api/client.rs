@@ -19,6 +19,7 @@ use tower::{BoxError, ServiceExt};
 use tower_service::Service;
 use zeroize::Zeroizing;
 
+use crate::TokenCache;
 use crate::{
     Credentials, Error, Space, TokenPair,
     api::{
@@ -128,6 +129,9 @@ pub struct TokenClient<S = DefaultService> {
 struct RefreshedLifetimes {
     access: Duration,
     refresh: Duration,
+    /// A SAT minted without `expire_at`, and its refresh token (`None`: the SAT's + 5 min).
+    minted: Duration,
+    minted_refresh: Option<Duration>,
 }
 
 /// What every clone shares: where to call, and as whom.
@@ -199,6 +203,8 @@ impl<S> TokenClient<S> {
             refreshed: RefreshedLifetimes {
                 access: TokenPair::DEFAULT_LIFETIME,
                 refresh: TokenPair::REFRESH_TOKEN_LIFETIME,
+                minted: TokenPair::DEFAULT_LIFETIME,
+                minted_refresh: None,
             },
         }
     }
@@ -208,10 +214,18 @@ impl<S> TokenClient<S> {
     /// for a server that differs, such as a [`MockSpace`](crate::MockSpace) built with shorter
     /// lifetimes.
     pub fn with_refreshed_lifetimes(mut self, access: Duration, refresh_token: Duration) -> Self {
-        self.refreshed = RefreshedLifetimes {
-            access,
-            refresh: refresh_token,
-        };
+        self.refreshed.access = access;
+        self.refreshed.refresh = refresh_token;
+        self
+    }
+
+    /// The lifetimes a SAT minted without `expire_at`, and its refresh token, are tracked with
+    /// (default SignalWire's 2 hours, and 5 minutes more). Only for a server that differs, such
+    /// as a [`MockSpace`](crate::MockSpace) built with shorter lifetimes
+    /// ([`MockSpace::token_client`](crate::MockSpace::token_client) sets them).
+    pub fn with_minted_lifetimes(mut self, access: Duration, refresh_token: Duration) -> Self {
+        self.refreshed.minted = access;
+        self.refreshed.minted_refresh = Some(refresh_token);
         self
     }
 
@@ -299,21 +313,23 @@ where
         let answer: SubscriberTokenResponse = self
             .post(CREATE_SUBSCRIBER, request, Some(auth), None)
             .await?;
-        let mut lifetime = request
-            .expire_at()
-            .map_or(TokenPair::DEFAULT_LIFETIME, |at| {
-                TokenPair::lifetime_until(at, sent_wall)
-            });
+        let mut lifetime = request.expire_at().map_or(self.refreshed.minted, |at| {
+            TokenPair::lifetime_until(at, sent_wall)
+        });
         if request.is_short_lived() {
             lifetime = lifetime.min(SHORT_LIFETIME);
         }
+        let refresh_lifetime = match (request.expire_at(), self.refreshed.minted_refresh) {
+            (None, Some(refresh)) => refresh,
+            _ => lifetime + REFRESH_MARGIN,
+        };
         let pair = make_pair(
             CREATE_SUBSCRIBER,
             answer.token,
             answer.refresh_token,
             sent,
             lifetime,
-            lifetime + REFRESH_MARGIN,
+            refresh_lifetime,
         )?;
         Ok(SubscriberToken::new(answer.subscriber_id, pair))
     }
@@ -405,19 +421,7 @@ where
         };
         let (sent, sent_wall) = (Instant::now(), SystemTime::now());
         let answer: PairResponse = self.post(CREATE_GUEST, request, Some(auth), secret).await?;
-        let lifetime = request
-            .expire_at()
-            .map_or(TokenPair::DEFAULT_LIFETIME, |at| {
-                TokenPair::lifetime_until(at, sent_wall)
-            });
-        make_pair(
-            CREATE_GUEST,
-            answer.token,
-            answer.refresh_token,
-            sent,
-            lifetime,
-            lifetime + REFRESH_MARGIN,
-        )
+        guest_pair(request, answer, sent, sent_wall)
     }
 
     /// Creates an invite to a Fabric address, authenticated with the subscriber's SAT.
@@ -452,6 +456,57 @@ where
             .post(CREATE_INVITE, request, Some(auth), Some(sat))
             .await?;
         Ok(InviteToken::new(non_empty(CREATE_INVITE, answer.token)?))
+    }
+
+    /// [`create_guest_token`](Self::create_guest_token) with the subscriber's SAT from `cache`:
+    /// refreshed ahead of expiry like any request's, and on a 401 refreshed once (shared with
+    /// every other request, as [`TokenCache::reauthorize`] rules) and sent once more.
+    pub async fn create_guest_token_with_cache(
+        &self,
+        request: &CreateGuestToken,
+        cache: &TokenCache,
+    ) -> Result<TokenPair, Error> {
+        request.check()?;
+        let (sent, sent_wall) = (Instant::now(), SystemTime::now());
+        let answer: PairResponse = self.post_with_cache(CREATE_GUEST, request, cache).await?;
+        guest_pair(request, answer, sent, sent_wall)
+    }
+
+    /// [`create_invite_token`](Self::create_invite_token) with the subscriber's SAT from
+    /// `cache`, recovering from a 401 like
+    /// [`create_guest_token_with_cache`](Self::create_guest_token_with_cache).
+    pub async fn create_invite_token_with_cache(
+        &self,
+        request: &CreateInviteToken,
+        cache: &TokenCache,
+    ) -> Result<InviteToken, Error> {
+        request.check()?;
+        let answer: TokenResponse = self.post_with_cache(CREATE_INVITE, request, cache).await?;
+        Ok(InviteToken::new(non_empty(CREATE_INVITE, answer.token)?))
+    }
+
+    /// [`post`](Self::post) with a SAT from `cache`; a 401 for it costs one shared refresh and
+    /// one more send. Where a new token cannot help, the 401's own error is returned.
+    async fn post_with_cache<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        body: &impl Serialize,
+        cache: &TokenCache,
+    ) -> Result<T, Error> {
+        let auth = cache.authorization().await?;
+        let header = Some(auth.header_value().clone());
+        let error = match self.post(endpoint, body, header, Some(auth.token())).await {
+            Err(error) if error.api_error().is_some_and(ApiError::is_unauthorized) => error,
+            other => return other,
+        };
+        let again = match cache.reauthorize(&auth).await {
+            Ok(again) => again,
+            Err(cannot) if cannot.is_unauthorized() => return Err(error),
+            Err(failed) => return Err(failed),
+        };
+        cache.note_replay();
+        let header = Some(again.header_value().clone());
+        self.post(endpoint, body, header, Some(again.token())).await
     }
 
     /// Exchanges a click-to-call token (`c2c_…`) for a guest embed token. No authentication.
@@ -558,6 +613,28 @@ where
             ))
         })
     }
+}
+
+/// A guest token's pair, its lifetime tracked from when the request was sent.
+fn guest_pair(
+    request: &CreateGuestToken,
+    answer: PairResponse,
+    sent: Instant,
+    sent_wall: SystemTime,
+) -> Result<TokenPair, Error> {
+    let lifetime = request
+        .expire_at()
+        .map_or(TokenPair::DEFAULT_LIFETIME, |at| {
+            TokenPair::lifetime_until(at, sent_wall)
+        });
+    make_pair(
+        CREATE_GUEST,
+        answer.token,
+        answer.refresh_token,
+        sent,
+        lifetime,
+        lifetime + REFRESH_MARGIN,
+    )
 }
 
 impl<S: Clone> Clone for TokenClient<S> {

@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use super::{
     ReplayBody,
-    service::{ReplaySkipped, Saved, prepare},
+    replay::{Drain, ReplaySkipped, Saved, prepare},
 };
 use crate::{Error, TokenCache, cache::State as TokenState};
 
@@ -52,8 +52,14 @@ pin_project! {
         // The token is about to expire or has: waiting for the refresh in flight.
         Waiting { wait: Wait, request: Option<Box<Request<B>>> },
         Sent { #[pin] future: S::Future, generation: u64 },
-        // A 401 came back: waiting for a newer token to replay with.
-        Reauthorizing { wait: Wait, request: Option<Box<Request<ReplayBody<B>>>> },
+        // A 401 came back: reading its body to the end (bounded) while waiting for the token
+        // to replay with (`TokenCache::reauthorize`).
+        Reauthorizing {
+            wait: Wait,
+            drain: Option<Drain<S::Response>>,
+            token: Option<Arc<TokenState>>,
+            request: Option<Box<Request<ReplayBody<B>>>>,
+        },
         Replaying { future: Pin<Box<Oneshot<S, Request<ReplayBody<B>>>>> },
         Failed { error: Option<BoxError> },
     }
@@ -114,6 +120,7 @@ where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     B: Body,
+    ResB: Body,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
@@ -126,7 +133,7 @@ where
                 StateProj::Waiting { wait, request } => {
                     let state = ready!(wait.as_mut().poll(cx))?;
                     let request = request.take().expect("polled after completion");
-                    let (request, saved) = prepare(*request, &state, *this.replay_limit);
+                    let (request, saved) = prepare(*request, &state.header, *this.replay_limit);
                     let service = this.service.as_mut().expect("the ready service is kept");
                     let future = service.call(request);
                     *this.saved = saved;
@@ -145,8 +152,9 @@ where
                         return Poll::Ready(Ok(response));
                     };
                     let replay = this.saved.take().and_then(|saved| saved.request());
-                    let (Some(request), Some(wait)) =
-                        (replay, cache.after_unauthorized(generation))
+                    // `TokenCache::reauthorize`, unboxed: the current token if the cache has
+                    // moved on, else one shared refresh; `None` where a new token cannot help.
+                    let (Some(request), Some(wait)) = (replay, cache.reauthorization(generation))
                     else {
                         cache.refresh_in_background(generation);
                         let mut response = response;
@@ -157,16 +165,34 @@ where
                         generation,
                         "401 for the current token; replaying once after a refresh"
                     );
-                    // The 401's body is dropped here, which closes its connection rather than
-                    // leaving it half read in the pool.
-                    drop(response);
+                    // The 401's body is read to its end (bounded) before the replay: dropped
+                    // unread, it would reset an HTTP/2 stream or close an HTTP/1 connection.
                     this.state.set(State::Reauthorizing {
                         wait,
+                        drain: Some(Drain::new(response)),
+                        token: None,
                         request: Some(Box::new(request)),
                     });
                 }
-                StateProj::Reauthorizing { wait, request } => {
-                    let state = ready!(wait.as_mut().poll(cx))?;
+                StateProj::Reauthorizing {
+                    wait,
+                    drain,
+                    token,
+                    request,
+                } => {
+                    // Both make progress at once: the refresh need not wait for the drain.
+                    if let Some(d) = drain.as_mut() {
+                        if Pin::new(d).poll(cx).is_ready() {
+                            *drain = None;
+                        }
+                    }
+                    if token.is_none() {
+                        *token = Some(ready!(wait.as_mut().poll(cx))?);
+                    }
+                    if drain.is_some() {
+                        return Poll::Pending;
+                    }
+                    let state = token.take().expect("set above");
                     let mut request = request.take().expect("polled after completion");
                     request
                         .headers_mut()

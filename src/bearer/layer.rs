@@ -3,7 +3,7 @@
 use tower_layer::Layer;
 
 use super::BearerAuth;
-use crate::{Error, TokenCache, transport::Target};
+use crate::{Error, TokenCache, transport::TransportRule};
 
 /// The default size up to which a request body is kept for a replay after a 401: 64 KiB.
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -20,7 +20,11 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// When the server answers 401 to a request sent with the current token, the layer refreshes
 /// the token once, shared with every other request that got a 401 at the same time, and sends
 /// the request once more with the new token; a second 401 is returned to the caller. A 401 for
-/// a token the cache has already replaced is replayed at once with the current one. Bodies are
+/// a token the cache has already replaced is replayed at once with the current one. The
+/// rules are those of [`TokenCache::authorization`] and [`TokenCache::reauthorize`], which
+/// this layer is built on. While the refresh runs, the 401's body is read to its end (up to
+/// 64 KiB and 1 s; a larger or slower one is dropped), so that the replay can reuse an HTTP/1
+/// connection and an HTTP/2 stream ends cleanly rather than being reset. Bodies are
 /// replayed if they were empty or fit in the [replay limit](Self::replay_limit); a request
 /// whose body cannot be replayed gets its 401 back unchanged, marked with the
 /// [`ReplaySkipped`](crate::ReplaySkipped) extension, and a refresh starts so the next request
@@ -82,7 +86,7 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct BearerAuthLayer {
     cache: TokenCache,
-    target: Target,
+    target: TransportRule,
     replay_limit: usize,
 }
 
@@ -91,7 +95,7 @@ impl BearerAuthLayer {
     pub fn new(cache: TokenCache) -> Self {
         Self {
             cache,
-            target: Target::default(),
+            target: TransportRule::default(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
         }
     }

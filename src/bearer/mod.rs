@@ -5,6 +5,7 @@
 mod body;
 mod future;
 mod layer;
+pub(crate) mod replay;
 mod service;
 
 pub use body::ReplayBody;
@@ -123,4 +124,4 @@ pub use service::BearerAuth;
 /// # Ok(())
 /// # }
 /// ```
-pub use service::ReplaySkipped;
+pub use replay::ReplaySkipped;

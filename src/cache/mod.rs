@@ -6,6 +6,7 @@
 //! backoff, jitter) → `state` (one installed pair and its phase) → `core` (the current state,
 //! counters, hook queue) → `flight` (the one refresh in flight) → `handle` (`TokenCache`).
 
+mod authorization;
 mod core;
 mod flight;
 mod handle;
@@ -16,6 +17,7 @@ mod state;
 
 pub use handle::{CacheStats, TokenCache, TokenCacheBuilder};
 pub(crate) use handle::{LocalCache, Ticket};
+pub use authorization::Authorization;
 pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};

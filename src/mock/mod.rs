@@ -99,6 +99,7 @@
 //! ```
 
 mod conn;
+mod clients;
 mod faults;
 mod handlers;
 mod listing;

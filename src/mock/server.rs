@@ -83,10 +83,12 @@ const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// # }
 /// ```
 pub struct MockSpace {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     addr: SocketAddr,
     /// What [`client`](Self::client) trusts: the generated CA for TLS, nothing for plain HTTP.
-    roots: RootCertStore,
+    pub(super) roots: RootCertStore,
+    /// The generated CA, PEM-encoded (TLS only), for `clients.rs`.
+    pub(super) ca_pem: Option<String>,
     tls: bool,
     accept: JoinHandle<()>,
     /// Dropped with the handle, which stops every task the server spawned.
@@ -306,15 +308,16 @@ impl MockSpaceBuilder {
         socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         let listener = socket.listen(LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
-        let (url, acceptor, roots) = if self.tls {
+        let (url, acceptor, roots, ca_pem) = if self.tls {
             let tls = tls::generate()?;
             (
                 format!("https://localhost:{}", addr.port()),
                 Some(tls.acceptor),
                 tls.roots,
+                Some(tls.ca_pem),
             )
         } else {
-            (format!("http://{addr}"), None, RootCertStore::empty())
+            (format!("http://{addr}"), None, RootCertStore::empty(), None)
         };
         let space = Space::from_url(&url).map_err(io::Error::other)?;
         let credentials = match self.credentials {
@@ -334,6 +337,7 @@ impl MockSpaceBuilder {
             shared,
             addr,
             roots,
+            ca_pem,
             tls: self.tls,
             accept,
             _stop: stop,

@@ -16,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 pub(super) struct Tls {
     pub(super) acceptor: TlsAcceptor,
     pub(super) roots: RootCertStore,
+    /// The CA, PEM-encoded, for clients other than the crate's.
+    pub(super) ca_pem: String,
 }
 
 /// A fresh CA and a leaf for `localhost` and `127.0.0.1` signed by it. A separate CA, rather
@@ -58,5 +60,6 @@ pub(super) fn generate() -> io::Result<Tls> {
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         roots,
+        ca_pem: ca.pem(),
     })
 }

@@ -778,3 +778,25 @@ where
     now(std::future::poll_fn(|cx| service.poll_ready(cx)))?;
     now(service.call(req))
 }
+/// Everything a `tracing` subscriber writes (`.with_writer(move || captured.clone())`), shared
+/// with the test that looks for secrets in it.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
