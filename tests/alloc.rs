@@ -9,7 +9,7 @@
 //! runtime's own threads) do not disturb each other's counts.
 
 #[path = "../benches/support/mod.rs"]
-mod common;
+mod support;
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -19,7 +19,7 @@ use std::{
 
 use http::header::AUTHORIZATION;
 use signalwire_auth::BearerAuthLayer;
-use common::{bearer_value, drain, floor, request, request_1k, sat, send, valid_cache, variants};
+use support::{bearer_value, drain, floor, request, request_1k, sat, send, valid_cache, variants};
 use tower::{Layer, Service};
 
 struct Counting;

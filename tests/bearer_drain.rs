@@ -9,6 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::{TestServer, get, respond};
 use http::StatusCode;
 use http_body_util::Full;
 use hyper_util::{
@@ -16,7 +17,6 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use signalwire_auth::{BearerAuthLayer, RefreshError, ReplayBody, TokenCache, TokenPair};
-use common::{TestServer, get, respond};
 use tokio::{task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt};
 

@@ -52,39 +52,6 @@ pub use layer::BearerAuthLayer;
 pub use layer::DEFAULT_REPLAY_LIMIT;
 /// # Example
 ///
-/// A `BearerAuth` over the mock's client, with a token the cache refreshes:
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), tower::BoxError> {
-/// use bytes::Bytes;
-/// use http::{Request, StatusCode};
-/// use http_body_util::Full;
-/// use signalwire_auth::{
-///     BearerAuth, BearerAuthLayer, HttpsClient, MockSpace, ReplayBody, SubscriberRefresher,
-///     TokenCache, TokenClient,
-/// };
-/// use tower::{Layer, ServiceExt};
-///
-/// let mock = MockSpace::start().await?;
-/// let tokens = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
-/// let cache = TokenCache::new(mock.mint("alice@example.com"), SubscriberRefresher::with_client(tokens));
-/// let client: BearerAuth<HttpsClient<ReplayBody<Full<Bytes>>>> =
-///     BearerAuthLayer::new(cache.clone()).for_space(&mock.space()).layer(mock.client());
-///
-/// let request = Request::get(mock.space().endpoint("/api/fabric/addresses")?).body(Full::default())?;
-/// let response = client.clone().oneshot(request).await?;
-/// assert_eq!(response.status(), StatusCode::OK);
-/// // The service and the layer share one cache.
-/// assert_eq!(client.token_cache().stats(), cache.stats());
-/// // Debug shows no token.
-/// assert!(!format!("{client:?}").contains(cache.current().access_token()));
-/// # Ok(())
-/// # }
-/// ```
-pub use service::BearerAuth;
-/// # Example
-///
 /// With replay off, a 401 comes back marked, and the refresh it started serves the next
 /// request:
 ///
@@ -125,3 +92,36 @@ pub use service::BearerAuth;
 /// # }
 /// ```
 pub use replay::ReplaySkipped;
+/// # Example
+///
+/// A `BearerAuth` over the mock's client, with a token the cache refreshes:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use bytes::Bytes;
+/// use http::{Request, StatusCode};
+/// use http_body_util::Full;
+/// use signalwire_auth::{
+///     BearerAuth, BearerAuthLayer, HttpsClient, MockSpace, ReplayBody, SubscriberRefresher,
+///     TokenCache, TokenClient,
+/// };
+/// use tower::{Layer, ServiceExt};
+///
+/// let mock = MockSpace::start().await?;
+/// let tokens = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+/// let cache = TokenCache::new(mock.mint("alice@example.com"), SubscriberRefresher::with_client(tokens));
+/// let client: BearerAuth<HttpsClient<ReplayBody<Full<Bytes>>>> =
+///     BearerAuthLayer::new(cache.clone()).for_space(&mock.space()).layer(mock.client());
+///
+/// let request = Request::get(mock.space().endpoint("/api/fabric/addresses")?).body(Full::default())?;
+/// let response = client.clone().oneshot(request).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// // The service and the layer share one cache.
+/// assert_eq!(client.token_cache().stats(), cache.stats());
+/// // Debug shows no token.
+/// assert!(!format!("{client:?}").contains(cache.current().access_token()));
+/// # Ok(())
+/// # }
+/// ```
+pub use service::BearerAuth;

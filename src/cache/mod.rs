@@ -15,9 +15,9 @@ mod refresh;
 mod settings;
 mod state;
 
+pub use authorization::Authorization;
 pub use handle::{CacheStats, TokenCache, TokenCacheBuilder};
 pub(crate) use handle::{LocalCache, Ticket};
-pub use authorization::Authorization;
 pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};

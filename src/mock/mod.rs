@@ -98,8 +98,8 @@
 //! # }
 //! ```
 
-mod conn;
 mod clients;
+mod conn;
 mod faults;
 mod handlers;
 mod listing;
