@@ -5,6 +5,8 @@
 //! so the clock runs while requests are in flight and is only moved, paused, between them.
 #![cfg(feature = "test-util")]
 
+mod common;
+
 use std::{
     error::Error as StdError,
     sync::{
@@ -15,6 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::{advance, settle};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use signalwire_auth::{
@@ -27,29 +30,6 @@ use tower::{BoxError, Layer, ServiceExt};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const REFERENCE: &str = "idle@example.com";
-
-/// Moves the clock by `by` with nothing in flight, then lets the timers that came due fire.
-async fn advance(by: Duration) {
-    tokio::time::pause();
-    tokio::time::advance(by).await;
-    tokio::time::resume();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-}
-
-/// Waits (on the running clock) until no refresh is in flight.
-async fn settle(cache: &TokenCache) {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    for _ in 0..5_000 {
-        let stats = cache.stats();
-        if stats.attempts() == stats.refreshes() + stats.failures() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("a refresh never finished");
-}
 
 /// An error and every source, `: `-separated, as anyhow's `{:#}` shows it.
 fn levels(error: &(dyn StdError + 'static)) -> Vec<String> {

@@ -5,9 +5,12 @@
 //! the clock runs while requests are in flight and is only moved, paused, between them.
 #![cfg(feature = "test-util")]
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{advance, settle};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use signalwire_auth::{
@@ -17,31 +20,6 @@ use signalwire_auth::{
 use tower::{BoxError, Layer, ServiceExt};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Moves the clock by `by` with nothing in flight, then lets the timers that came due fire (as
-/// they would have, one by one, had the time really passed).
-async fn advance(by: Duration) {
-    tokio::time::pause();
-    tokio::time::advance(by).await;
-    tokio::time::resume();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-}
-
-/// Waits (on the running clock) until no refresh is in flight.
-async fn settle(cache: &TokenCache) {
-    // A refresh started in the background counts once its task has run.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    for _ in 0..5_000 {
-        let stats = cache.stats();
-        if stats.attempts() == stats.refreshes() + stats.failures() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("a refresh never finished");
-}
 
 struct Stack {
     mock: MockSpace,

@@ -800,3 +800,30 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+// Moving the clock across real sockets.
+
+/// Moves the clock by `by` with nothing in flight, then lets the timers that came due fire (as
+/// they would have, one by one, had the time really passed).
+pub async fn advance(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// Waits (on the running clock) until no refresh of `cache` is in flight.
+pub async fn settle(cache: &TokenCache) {
+    // A refresh started in the background counts once its task has run.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..5_000 {
+        let stats = cache.stats();
+        if stats.attempts() == stats.refreshes() + stats.failures() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("a refresh never finished");
+}
