@@ -67,6 +67,10 @@ pub(crate) enum Kind {
     NoRuntime,
     /// The server refused a credential that a refresh cannot improve on.
     Unauthorized,
+    /// A pooled layer got a request without a `Subscriber` extension.
+    MissingSubscriber,
+    /// A pool could not mint the first token of a subscriber.
+    MintFailed,
 }
 
 impl Error {
@@ -160,6 +164,21 @@ impl Error {
         self.kind == Kind::Unauthorized
     }
 
+    /// A request reached a pooled layer ([`BearerAuthLayer::pooled`](crate::BearerAuthLayer::pooled))
+    /// without a [`Subscriber`](crate::Subscriber) extension, so the layer could not tell whose
+    /// token to send; it was not sent.
+    pub fn is_missing_subscriber(&self) -> bool {
+        self.kind == Kind::MissingSubscriber
+    }
+
+    /// A [`TokenPool`](crate::TokenPool) could not mint a new subscriber's first token. The
+    /// cause (an [`ApiError`](crate::ApiError), see [`Error::api_error`], or a transport
+    /// failure) is the [`source`](StdError::source). Every lookup that waited for that mint
+    /// fails with it; the next lookup mints again.
+    pub fn is_mint_failed(&self) -> bool {
+        self.kind == Kind::MintFailed
+    }
+
     fn describe(&self) -> &'static str {
         match self.kind {
             Kind::InvalidInput => "invalid input",
@@ -174,6 +193,10 @@ impl Error {
             }
             Kind::NoRuntime => "no tokio runtime to run the token refresh on",
             Kind::Unauthorized => "unauthorized, and a new token would not help",
+            Kind::MissingSubscriber => {
+                "request has no Subscriber extension, so the pool cannot tell whose token to send"
+            }
+            Kind::MintFailed => "could not mint the first token of a pool entry",
         }
     }
 }

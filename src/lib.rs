@@ -82,6 +82,9 @@
 //!   space's token endpoints, with fault injection and call counters.
 //! - `reqwest`: [`reqwest::BasicAuthMiddleware`] and [`reqwest::BearerAuthMiddleware`] for
 //!   reqwest-middleware's `ClientWithMiddleware`, under the tower layers' rules.
+//! - `pool`: [`TokenPool`], one self-refreshing `TokenCache` per subscriber, minted on first
+//!   use, bounded and evicted when idle (over moka), and [`Subscriber`], the request extension
+//!   that [`BearerAuthLayer::pooled`] reads.
 //!
 //! [SignalWire]: https://signalwire.com
 #![forbid(unsafe_code)]
@@ -98,6 +101,8 @@ mod error;
 mod https;
 #[cfg(feature = "test-util")]
 pub mod mock;
+#[cfg(feature = "pool")]
+pub mod pool;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 mod secret;
@@ -121,6 +126,8 @@ pub use error::Error;
 pub use https::{HttpsClient, https_client};
 #[cfg(feature = "test-util")]
 pub use mock::MockSpace;
+#[cfg(feature = "pool")]
+pub use pool::{PoolStats, Subscriber, TokenPool, TokenPoolBuilder};
 pub use space::{SPACE_ENV, Space};
 pub use transport::TransportRule;
 

@@ -153,6 +153,21 @@ impl CreateSubscriberToken {
         with_region => region;
     }
 
+    /// The same request for another subscriber: every field kept, the reference replaced.
+    /// How a [`TokenPool`](crate::TokenPool) fills its template for each subscriber.
+    ///
+    /// ```
+    /// use signalwire_auth::CreateSubscriberToken;
+    ///
+    /// let template = CreateSubscriberToken::new("").with_region("eu");
+    /// let bob = template.clone().for_reference("bob@example.com");
+    /// assert_eq!(bob.reference(), "bob@example.com");
+    /// ```
+    pub fn for_reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = reference.into();
+        self
+    }
+
     /// The subscriber reference.
     pub fn reference(&self) -> &str {
         &self.reference

@@ -18,9 +18,15 @@ use super::{
     ReplayBody,
     replay::{Drain, ReplaySkipped, Saved, prepare},
 };
-use crate::{Error, TokenCache, cache::State as TokenState};
+use crate::{
+    Error, TokenCache,
+    cache::{State as TokenState, Ticket},
+};
 
 type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send + Sync>>;
+
+/// A pool's lookup of the request's subscriber (feature `pool`), which may mint.
+pub(crate) type Lookup = Pin<Box<dyn Future<Output = Result<TokenCache, Error>> + Send + Sync>>;
 
 pin_project! {
     /// The response future of [`BearerAuth`](crate::BearerAuth).
@@ -49,6 +55,9 @@ pin_project! {
         // The states other than `Sent` are off the fast path, and box what they hold so that
         // every request's future stays small (it is moved at least once per request).
         //
+        // A pooled request whose subscriber is not in the pool's index: waiting for the
+        // lookup (and the mint, for a new subscriber).
+        LookingUp { lookup: Lookup, request: Option<Box<Request<B>>> },
         // The token is about to expire or has: waiting for the refresh in flight.
         Waiting { wait: Wait, request: Option<Box<Request<B>>> },
         Sent { #[pin] future: S::Future, generation: u64 },
@@ -104,6 +113,25 @@ where
         }
     }
 
+    #[cfg(feature = "pool")]
+    pub(crate) fn looking_up(
+        lookup: Lookup,
+        request: Request<B>,
+        service: S,
+        replay_limit: usize,
+    ) -> Self {
+        Self {
+            state: State::LookingUp {
+                lookup,
+                request: Some(Box::new(request)),
+            },
+            cache: None,
+            saved: None,
+            service: Some(service),
+            replay_limit,
+        }
+    }
+
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
@@ -130,6 +158,21 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::LookingUp { lookup, request } => {
+                    let cache = ready!(lookup.as_mut().poll(cx))?;
+                    let state = cache.load();
+                    let wait: Wait = match cache.ticket(&state) {
+                        Ticket::Ready => Box::pin(std::future::ready(Ok(Arc::clone(&state)))),
+                        Ticket::Wait(wait) => wait,
+                        Ticket::Failed(error) => return Poll::Ready(Err(error.into())),
+                    };
+                    let request = request.take().expect("polled after completion");
+                    *this.cache = Some(cache);
+                    this.state.set(State::Waiting {
+                        wait,
+                        request: Some(request),
+                    });
+                }
                 StateProj::Waiting { wait, request } => {
                     let state = ready!(wait.as_mut().poll(cx))?;
                     let request = request.take().expect("polled after completion");

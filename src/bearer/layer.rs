@@ -3,6 +3,8 @@
 use tower_layer::Layer;
 
 use super::BearerAuth;
+#[cfg(feature = "pool")]
+use crate::TokenPool;
 use crate::{Error, TokenCache, transport::TransportRule};
 
 /// The default size up to which a request body is kept for a replay after a 401: 64 KiB.
@@ -85,16 +87,71 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// ```
 #[derive(Clone, Debug)]
 pub struct BearerAuthLayer {
-    cache: TokenCache,
+    tokens: Tokens,
     target: TransportRule,
     replay_limit: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Tokens {
+    Cache(TokenCache),
+    #[cfg(feature = "pool")]
+    Pool(TokenPool),
 }
 
 impl BearerAuthLayer {
     /// Authenticates with the token of `cache`, refreshing it as needed.
     pub fn new(cache: TokenCache) -> Self {
         Self {
-            cache,
+            tokens: Tokens::Cache(cache),
+            target: TransportRule::default(),
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+        }
+    }
+
+    /// Authenticates each request with the token of the [`Subscriber`](crate::Subscriber) in
+    /// its extensions, from `pool` (feature `pool`): minted on the subscriber's first request,
+    /// refreshed and replayed after a 401 per subscriber under the rules above. A request
+    /// without a `Subscriber` fails with [`Error::is_missing_subscriber`] and is not sent; a
+    /// failed mint fails the requests that waited for it with [`Error::is_mint_failed`].
+    ///
+    /// A request whose subscriber is in the pool costs about what one with a single cache
+    /// costs (README, "Many subscribers").
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use bytes::Bytes;
+    /// use http::{Request, StatusCode};
+    /// use http_body_util::Full;
+    /// use signalwire_auth::{BearerAuthLayer, MockSpace, ReplayBody, Subscriber, TokenPool};
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let pool = TokenPool::with_client(mock.token_client()).build();
+    /// let client = BearerAuthLayer::pooled(pool.clone()).layer(mock.client::<ReplayBody<Full<Bytes>>>());
+    /// let addresses = mock.space().endpoint("/api/fabric/addresses")?;
+    ///
+    /// for who in ["alice@example.com", "bob@example.com", "alice@example.com"] {
+    ///     let mut request = Request::get(addresses.clone()).body(Full::default())?;
+    ///     request.extensions_mut().insert(Subscriber::new(who));
+    ///     assert_eq!(client.clone().oneshot(request).await?.status(), StatusCode::OK);
+    /// }
+    /// assert_eq!(pool.stats().mints(), 2);
+    ///
+    /// // No subscriber: refused, not sent.
+    /// let request = Request::get(addresses).body(Full::default())?;
+    /// let error = client.oneshot(request).await.unwrap_err();
+    /// assert!(error.downcast_ref::<signalwire_auth::Error>().unwrap().is_missing_subscriber());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "pool")]
+    pub fn pooled(pool: TokenPool) -> Self {
+        Self {
+            tokens: Tokens::Pool(pool),
             target: TransportRule::default(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
         }
@@ -122,11 +179,15 @@ impl<S> Layer<S> for BearerAuthLayer {
     type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::new(
-            inner,
-            self.cache.clone(),
-            self.target.clone(),
-            self.replay_limit,
-        )
+        let target = self.target.clone();
+        match &self.tokens {
+            Tokens::Cache(cache) => {
+                BearerAuth::new(inner, cache.clone(), target, self.replay_limit)
+            }
+            #[cfg(feature = "pool")]
+            Tokens::Pool(pool) => {
+                BearerAuth::pooled(inner, pool.clone(), target, self.replay_limit)
+            }
+        }
     }
 }

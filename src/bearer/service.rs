@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -15,9 +16,11 @@ use super::{
     body::ReplayBody,
     replay::{authorize, save},
 };
+#[cfg(feature = "pool")]
+use crate::{Error, Subscriber, TokenPool, error::Kind};
 use crate::{
     TokenCache,
-    cache::{LocalCache, Ticket},
+    cache::{LocalCache, State, Ticket},
     transport::TransportRule,
 };
 
@@ -30,8 +33,8 @@ pub struct BearerAuth<S> {
     replay_limit: usize,
 }
 
-/// Where a request's token comes from. One cache today; a per-request lookup (a pool of caches
-/// keyed by a request extension) is another variant, whose ticket may first await its cache.
+/// Where a request's token comes from: one cache, or the cache of the request's
+/// [`Subscriber`] in a pool, which may first have to be minted.
 enum Source {
     One {
         cache: TokenCache,
@@ -40,6 +43,8 @@ enum Source {
         /// Kept here so that a request does not read the shared cache to learn it.
         refreshable: bool,
     },
+    #[cfg(feature = "pool")]
+    Pool(TokenPool),
 }
 
 impl Clone for Source {
@@ -54,6 +59,8 @@ impl Clone for Source {
                 local: local.clone(),
                 refreshable: *refreshable,
             },
+            #[cfg(feature = "pool")]
+            Source::Pool(pool) => Source::Pool(pool.clone()),
         }
     }
 }
@@ -78,6 +85,21 @@ impl<S> BearerAuth<S> {
         }
     }
 
+    #[cfg(feature = "pool")]
+    pub(crate) fn pooled(
+        inner: S,
+        pool: TokenPool,
+        target: TransportRule,
+        replay_limit: usize,
+    ) -> Self {
+        Self {
+            inner,
+            source: Source::Pool(pool),
+            target,
+            replay_limit,
+        }
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -93,10 +115,22 @@ impl<S> BearerAuth<S> {
         self.inner
     }
 
-    /// The cache the tokens come from.
-    pub fn token_cache(&self) -> &TokenCache {
+    /// The cache the tokens come from; `None` for a [pooled](crate::BearerAuthLayer::pooled)
+    /// service, whose caches are its pool's.
+    pub fn token_cache(&self) -> Option<&TokenCache> {
         match &self.source {
-            Source::One { cache, .. } => cache,
+            Source::One { cache, .. } => Some(cache),
+            #[cfg(feature = "pool")]
+            Source::Pool(_) => None,
+        }
+    }
+
+    /// The pool the tokens come from, for a [pooled](crate::BearerAuthLayer::pooled) service.
+    #[cfg(feature = "pool")]
+    pub fn token_pool(&self) -> Option<&TokenPool> {
+        match &self.source {
+            Source::One { .. } => None,
+            Source::Pool(pool) => Some(pool),
         }
     }
 }
@@ -114,10 +148,14 @@ impl<S: Clone> Clone for BearerAuth<S> {
 
 impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerAuth")
-            .field("inner", &self.inner)
-            .field("cache", self.token_cache())
-            .field("target", &self.target)
+        let mut d = f.debug_struct("BearerAuth");
+        d.field("inner", &self.inner);
+        match &self.source {
+            Source::One { cache, .. } => d.field("cache", cache),
+            #[cfg(feature = "pool")]
+            Source::Pool(pool) => d.field("pool", pool),
+        };
+        d.field("target", &self.target)
             .field("replay_limit", &self.replay_limit)
             .finish()
     }
@@ -145,36 +183,84 @@ where
             return ResponseFuture::failed(error.into());
         }
         let replay_limit = self.replay_limit;
-        let Source::One {
-            cache,
-            local,
-            refreshable,
-        } = &mut self.source;
-        let state = local.load();
-        // The synchronous half of `TokenCache::authorization`: the same rules, without a future
-        // for a token that can be sent now.
-        match cache.ticket(state) {
-            Ticket::Ready => {
-                let generation = state.generation;
-                let cache = refreshable.then(|| cache.clone());
-                if replay_limit == 0 {
-                    let future = self.inner.call(authorize(request, &state.header));
-                    return ResponseFuture::sent(future, generation, None, None, cache);
+        match &mut self.source {
+            Source::One {
+                cache,
+                local,
+                refreshable,
+            } => {
+                let keep = refreshable.then(|| cache.clone());
+                send(
+                    &mut self.inner,
+                    request,
+                    cache,
+                    keep,
+                    local.load(),
+                    replay_limit,
+                )
+            }
+            #[cfg(feature = "pool")]
+            Source::Pool(pool) => {
+                let Some(subscriber) = request.extensions().get::<Subscriber>() else {
+                    return ResponseFuture::failed(Error::new(Kind::MissingSubscriber).into());
+                };
+                match pool.find(subscriber) {
+                    Some(cache) => {
+                        let state = cache.load();
+                        let keep = Some(cache.clone());
+                        send(&mut self.inner, request, &cache, keep, &state, replay_limit)
+                    }
+                    None => {
+                        let lookup = pool.lookup(subscriber);
+                        let ready = take_ready(&mut self.inner);
+                        ResponseFuture::looking_up(lookup, request, ready, replay_limit)
+                    }
                 }
-                let (request, saved) = save(request, &state.header, replay_limit);
-                // Only a replayable request needs a service of its own for the second send.
-                let spare = saved.as_ref().map(|_| self.inner.clone());
-                let future = self.inner.call(request);
-                ResponseFuture::sent(future, generation, saved, spare, cache)
             }
-            Ticket::Wait(wait) => {
-                // `self.inner` was driven ready for this request: it goes with the request, and
-                // a clone stays behind for the next `poll_ready`.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(wait, request, ready, cache.clone(), replay_limit)
-            }
-            Ticket::Failed(error) => ResponseFuture::failed(error.into()),
         }
+    }
+}
+
+/// `self.inner` was driven ready for this request: it goes with the request, and a clone stays
+/// behind for the next `poll_ready`.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
+/// The synchronous half of `TokenCache::authorization`: the same rules, without a future for a
+/// token that can be sent now. `keep` is the cache the future holds for a 401 (`None` for a
+/// fixed token).
+#[inline]
+fn send<S, B, ResB>(
+    inner: &mut S,
+    request: Request<B>,
+    cache: &TokenCache,
+    keep: Option<TokenCache>,
+    state: &Arc<State>,
+    replay_limit: usize,
+) -> ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone,
+    B: Body,
+{
+    match cache.ticket(state) {
+        Ticket::Ready => {
+            let generation = state.generation;
+            if replay_limit == 0 {
+                let future = inner.call(authorize(request, &state.header));
+                return ResponseFuture::sent(future, generation, None, None, keep);
+            }
+            let (request, saved) = save(request, &state.header, replay_limit);
+            // Only a replayable request needs a service of its own for the second send.
+            let spare = saved.as_ref().map(|_| inner.clone());
+            let future = inner.call(request);
+            ResponseFuture::sent(future, generation, saved, spare, keep)
+        }
+        Ticket::Wait(wait) => {
+            let ready = take_ready(inner);
+            ResponseFuture::waiting(wait, request, ready, cache.clone(), replay_limit)
+        }
+        Ticket::Failed(error) => ResponseFuture::failed(error.into()),
     }
 }

@@ -206,6 +206,18 @@ impl TokenCache {
         }
     }
 
+    /// Whether `other` is a handle to this same cache.
+    #[cfg(feature = "pool")]
+    pub(crate) fn same_as(&self, other: &TokenCache) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The current state, for a caller without a [`LocalCache`] of its own.
+    #[inline]
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {
+        self.shared.current.load()
+    }
+
     pub(crate) fn local(&self) -> LocalCache {
         arc_swap::Cache::new(Current(Arc::clone(&self.shared)))
     }

@@ -16,6 +16,8 @@ mod settings;
 mod state;
 
 pub use authorization::Authorization;
+#[cfg(feature = "pool")]
+pub(crate) use core::BoxFuture;
 pub use handle::{CacheStats, TokenCache, TokenCacheBuilder};
 pub(crate) use handle::{LocalCache, Ticket};
 pub(crate) use pair::check_token;

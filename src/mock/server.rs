@@ -185,6 +185,51 @@ impl MockSpace {
         self.shared.lock().store.revoke_access_tokens();
     }
 
+    /// Revokes every access token issued so far to the subscriber `reference` (they now get
+    /// 401), and no one else's. Its refresh tokens stay valid, and its tokens issued later are
+    /// not affected. Returns `false` if no token was ever minted for `reference`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::MockSpace;
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// mock.mint("alice@example.com");
+    /// mock.mint("bob@example.com");
+    /// assert!(mock.revoke_subscriber_access_tokens("alice@example.com"));
+    /// assert!(!mock.revoke_subscriber_access_tokens("nobody@example.com"));
+    /// assert_eq!(mock.subscriber_mints("alice@example.com"), 1);
+    /// assert_eq!(mock.subscriber_refreshes("bob@example.com"), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn revoke_subscriber_access_tokens(&self, reference: &str) -> bool {
+        self.shared
+            .lock()
+            .store
+            .revoke_subscriber_access_tokens(reference)
+    }
+
+    /// How many pairs were minted for the subscriber `reference` (by Create Subscriber Token
+    /// or [`mint`](Self::mint)).
+    pub fn subscriber_mints(&self, reference: &str) -> usize {
+        let state = self.shared.lock();
+        state
+            .store
+            .subscriber_by_reference(reference)
+            .map_or(0, |subscriber| subscriber.mints)
+    }
+
+    /// How many times the refresh endpoint refreshed a pair of the subscriber `reference`.
+    pub fn subscriber_refreshes(&self, reference: &str) -> usize {
+        let state = self.shared.lock();
+        state
+            .store
+            .subscriber_by_reference(reference)
+            .map_or(0, |subscriber| subscriber.refreshes)
+    }
+
     /// How many refresh calls presented a refresh token that had already been spent.
     pub fn reused_refresh_tokens(&self) -> usize {
         self.shared.lock().store.reused_refresh_tokens()

@@ -100,6 +100,15 @@ pub(super) struct Subscriber {
     pub(super) email: String,
     #[serde(flatten)]
     pub(super) profile: Profile,
+    /// Pairs minted for it (Create Subscriber Token, or `MockSpace::mint`).
+    #[serde(skip)]
+    pub(super) mints: usize,
+    /// Refreshes of its pairs.
+    #[serde(skip)]
+    pub(super) refreshes: usize,
+    /// Its access tokens with a serial up to this one are revoked.
+    #[serde(skip)]
+    revoked_through: Option<u64>,
 }
 
 /// The profile fields Create Subscriber Token may set.
@@ -278,6 +287,9 @@ impl Store {
                     address_id,
                     email: reference.to_owned(),
                     profile: Profile::default(),
+                    mints: 0,
+                    refreshes: 0,
+                    revoked_through: None,
                 });
                 self.by_reference.insert(reference.into(), index);
                 index
@@ -296,6 +308,7 @@ impl Store {
         refresh_expires_at: Instant,
     ) -> (String, Issued) {
         let index = self.subscriber(reference, profile);
+        self.subscribers[index].mints += 1;
         let id = self.subscribers[index].id.clone();
         let issued = self.issue_pair(
             Grant::Subscriber(index),
@@ -319,9 +332,17 @@ impl Store {
             ) => record,
             _ => return Err(Rejection::Unknown),
         };
-        if self
-            .revoked_through
-            .is_some_and(|through| record.serial <= through)
+        let subscriber_revoked = match record.grant {
+            Grant::Subscriber(index) => self
+                .subscribers
+                .get(index)
+                .and_then(|subscriber| subscriber.revoked_through),
+            _ => None,
+        };
+        if [self.revoked_through, subscriber_revoked]
+            .into_iter()
+            .flatten()
+            .any(|through| record.serial <= through)
         {
             return Err(Rejection::Revoked);
         }
@@ -355,6 +376,11 @@ impl Store {
             Kind::Refresh { spent: false } => record.kind = Kind::Refresh { spent: true },
         }
         let grant = record.grant;
+        if let Grant::Subscriber(index) = grant {
+            if let Some(subscriber) = self.subscribers.get_mut(index) {
+                subscriber.refreshes += 1;
+            }
+        }
         let (access_expires_at, refresh_expires_at) = lifetimes(now);
         Ok(self.issue_pair(grant, access_expires_at, refresh_expires_at))
     }
@@ -362,6 +388,23 @@ impl Store {
     /// Revokes every access token issued so far.
     pub(super) fn revoke_access_tokens(&mut self) {
         self.revoked_through = Some(self.serial);
+    }
+
+    /// Revokes every access token issued so far to the subscriber `reference`; `false` if the
+    /// mock has no such subscriber.
+    pub(super) fn revoke_subscriber_access_tokens(&mut self, reference: &str) -> bool {
+        let Some(&index) = self.by_reference.get(reference) else {
+            return false;
+        };
+        self.subscribers[index].revoked_through = Some(self.serial);
+        true
+    }
+
+    /// The subscriber `reference`, if any token was minted for it.
+    pub(super) fn subscriber_by_reference(&self, reference: &str) -> Option<&Subscriber> {
+        self.by_reference
+            .get(reference)
+            .map(|&index| &self.subscribers[index])
     }
 
     pub(super) fn reused_refresh_tokens(&self) -> usize {

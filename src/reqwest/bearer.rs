@@ -11,6 +11,8 @@ use crate::{
     bearer::replay::{DRAIN_LIMIT, DRAIN_TIME, ReplaySkipped},
     transport::TransportRule,
 };
+#[cfg(feature = "pool")]
+use crate::{Error, Subscriber, TokenPool, error::Kind};
 
 /// [`BearerAuthLayer`](crate::BearerAuthLayer) for reqwest: adds `Authorization: Bearer <token>`
 /// from a [`TokenCache`], through [`TokenCache::authorization`] and
@@ -28,44 +30,114 @@ use crate::{
 /// See [the module](super) for an example and the order with `reqwest-retry`.
 #[derive(Clone)]
 pub struct BearerAuthMiddleware {
-    cache: TokenCache,
+    tokens: Tokens,
     target: TransportRule,
+}
+
+#[derive(Clone, Debug)]
+enum Tokens {
+    Cache(TokenCache),
+    #[cfg(feature = "pool")]
+    Pool(TokenPool),
 }
 
 impl BearerAuthMiddleware {
     /// Authenticates with the token of `cache`, refreshing it as needed.
     pub fn new(cache: TokenCache) -> Self {
         Self {
-            cache,
+            tokens: Tokens::Cache(cache),
             target: TransportRule::default(),
         }
     }
 
-    /// The cache the tokens come from.
-    pub fn token_cache(&self) -> &TokenCache {
-        &self.cache
+    /// Authenticates each request with the token of the [`Subscriber`] in its extensions
+    /// (`RequestBuilder::with_extension`), from `pool` (feature `pool`), under the rules of
+    /// [`BearerAuthLayer::pooled`](crate::BearerAuthLayer::pooled): a request without one
+    /// fails with [`Error::is_missing_subscriber`] and is not sent.
+    ///
+    /// ```
+    /// use reqwest_middleware::ClientBuilder;
+    /// use signalwire_auth::{MockSpace, Subscriber, TokenPool, reqwest::BearerAuthMiddleware};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mock = MockSpace::start().await?;
+    /// let pool = TokenPool::with_client(mock.token_client()).build();
+    /// let client = ClientBuilder::new(mock.reqwest_client())
+    ///     .with(BearerAuthMiddleware::pooled(pool.clone()))
+    ///     .build();
+    /// let response = client
+    ///     .get(mock.space().endpoint("/api/fabric/addresses")?.to_string())
+    ///     .with_extension(Subscriber::new("alice@example.com"))
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(pool.stats().mints(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "pool")]
+    pub fn pooled(pool: TokenPool) -> Self {
+        Self {
+            tokens: Tokens::Pool(pool),
+            target: TransportRule::default(),
+        }
+    }
+
+    /// The cache the tokens come from; `None` for a [pooled](Self::pooled) middleware.
+    pub fn token_cache(&self) -> Option<&TokenCache> {
+        match &self.tokens {
+            Tokens::Cache(cache) => Some(cache),
+            #[cfg(feature = "pool")]
+            Tokens::Pool(_) => None,
+        }
     }
 
     crate::transport::transport_rule_methods!();
 
-    async fn authorization(&self) -> reqwest_middleware::Result<Authorization> {
-        match self.cache.try_authorization() {
-            Some(authorization) => Ok(authorization),
-            None => self
-                .cache
-                .authorization()
-                .await
-                .map_err(reqwest_middleware::Error::middleware),
+    /// The cache for this request: the one cache, or the request's subscriber's.
+    #[cfg_attr(not(feature = "pool"), allow(unused_variables))]
+    async fn cache(&self, extensions: &Extensions) -> reqwest_middleware::Result<TokenCache> {
+        match &self.tokens {
+            Tokens::Cache(cache) => Ok(cache.clone()),
+            #[cfg(feature = "pool")]
+            Tokens::Pool(pool) => {
+                let Some(subscriber) = extensions.get::<Subscriber>() else {
+                    return Err(reqwest_middleware::Error::middleware(Error::new(
+                        Kind::MissingSubscriber,
+                    )));
+                };
+                match pool.find(subscriber) {
+                    Some(cache) => Ok(cache),
+                    None => pool
+                        .cache_for(subscriber)
+                        .await
+                        .map_err(reqwest_middleware::Error::middleware),
+                }
+            }
         }
+    }
+}
+
+async fn authorization(cache: &TokenCache) -> reqwest_middleware::Result<Authorization> {
+    match cache.try_authorization() {
+        Some(authorization) => Ok(authorization),
+        None => cache
+            .authorization()
+            .await
+            .map_err(reqwest_middleware::Error::middleware),
     }
 }
 
 impl fmt::Debug for BearerAuthMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerAuthMiddleware")
-            .field("cache", &self.cache)
-            .field("target", &self.target)
-            .finish()
+        let mut d = f.debug_struct("BearerAuthMiddleware");
+        match &self.tokens {
+            Tokens::Cache(cache) => d.field("cache", cache),
+            #[cfg(feature = "pool")]
+            Tokens::Pool(pool) => d.field("pool", pool),
+        };
+        d.field("target", &self.target).finish()
     }
 }
 
@@ -78,10 +150,10 @@ impl Middleware for BearerAuthMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         super::check(&self.target, request.url())?;
-        let authorization = self.authorization().await?;
+        let cache = self.cache(extensions).await?;
+        let authorization = authorization(&cache).await?;
         // Copied before the header goes on: the replay sets its own.
-        let replay = self
-            .cache
+        let replay = cache
             .is_refreshable()
             .then(|| request.try_clone())
             .flatten();
@@ -89,13 +161,12 @@ impl Middleware for BearerAuthMiddleware {
             .headers_mut()
             .insert(AUTHORIZATION, authorization.header_value().clone());
         let mut response = next.clone().run(request, extensions).await?;
-        if response.status() != StatusCode::UNAUTHORIZED || !self.cache.is_refreshable() {
+        if response.status() != StatusCode::UNAUTHORIZED || !cache.is_refreshable() {
             return Ok(response);
         }
         let generation = authorization.generation();
-        let (Some(mut replay), Some(wait)) = (replay, self.cache.reauthorization(generation))
-        else {
-            self.cache.unauthorized(&authorization);
+        let (Some(mut replay), Some(wait)) = (replay, cache.reauthorization(generation)) else {
+            cache.unauthorized(&authorization);
             response.extensions_mut().insert(ReplaySkipped);
             return Ok(response);
         };
@@ -109,7 +180,7 @@ impl Middleware for BearerAuthMiddleware {
         replay
             .headers_mut()
             .insert(AUTHORIZATION, fresh.header.clone());
-        self.cache.note_replay();
+        cache.note_replay();
         next.run(replay, extensions).await
     }
 }
