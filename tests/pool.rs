@@ -226,6 +226,23 @@ async fn an_idle_subscriber_is_evicted_after_the_idle_timeout_and_minted_again()
 }
 
 #[tokio::test]
+async fn a_long_pause_ages_every_entry_at_the_next_sweep() {
+    let mock = MockSpace::start().await.unwrap();
+    let pool = TokenPool::with_client(mock.token_client())
+        .idle_timeout(Duration::from_secs(60))
+        .build();
+    pool.cache(subscriber(0).reference()).await.unwrap();
+    pool.cache(subscriber(1).reference()).await.unwrap();
+
+    // One jump past the timeout and its last quarter: one sweep runs, and it sees 76 s.
+    advance(Duration::from_secs(76)).await;
+    yields(100).await;
+    pool.run_pending_tasks().await;
+    let stats = pool.stats();
+    assert_eq!((stats.live(), stats.evictions()), (0, 2), "{stats:?}");
+}
+
+#[tokio::test]
 async fn max_subscribers_holds_under_churn() {
     const MAX: u64 = 20;
     let mock = MockSpace::start().await.unwrap();

@@ -147,9 +147,9 @@ impl Index {
         }
     }
 
-    /// Starts the next epoch and returns it.
-    pub(crate) fn advance_epoch(&self) -> u32 {
-        self.epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    /// Starts `epoch`, and returns the one it ends.
+    pub(crate) fn set_epoch(&self, epoch: u32) -> u32 {
+        self.epoch.swap(epoch, Ordering::Relaxed)
     }
 
     pub(crate) fn len(&self) -> u64 {

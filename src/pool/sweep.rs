@@ -2,12 +2,14 @@
 //! entries are in use.
 //!
 //! Requests find entries in the front index without touching moka, so moka cannot see idleness
-//! or recency by itself. Instead, each lookup stamps its slot with the current epoch, and a
-//! task advances the epoch every quarter of the idle timeout: a slot whose stamp is more than
-//! four epochs old has not been used for at least the idle timeout (at most 1.25 times it)
-//! and is invalidated; a slot used in the last epoch is read through moka once, which keeps
-//! moka's least-recently-used order true to the requests. The sweep runs on Tokio's clock, so
-//! paused-time tests see it.
+//! or recency by itself. Instead, each lookup stamps its slot with the current epoch (the
+//! number of quarters of the idle timeout since the sweep started), and a task renews the
+//! epoch every quarter: a slot whose stamp is more than four epochs old has not been used for
+//! at least the idle timeout (at most 1.25 times it) and is invalidated; a slot used since the
+//! last sweep is read through moka once, which keeps moka's least-recently-used order true to
+//! the requests. Epochs count time, not sweeps, so a sweep delayed by a busy runtime still
+//! ages every slot by the time that passed. The sweep runs on Tokio's clock, so paused-time
+//! tests see it.
 
 use std::{
     sync::{Arc, Weak, atomic::Ordering},
@@ -34,28 +36,32 @@ pub(crate) fn start(inner: &Arc<Inner>) {
 
 /// Until the pool is dropped.
 async fn run(inner: Weak<Inner>, period: Duration) {
-    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval_at(started + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        sweep(&inner).await;
+        let epochs = started.elapsed().as_nanos() / period.as_nanos().max(1);
+        // Wraps after 2^32 quarters (over a century at a 4 ms timeout); ages are differences.
+        sweep(&inner, epochs as u32).await;
     }
 }
 
-async fn sweep(inner: &Inner) {
+async fn sweep(inner: &Inner, epoch: u32) {
     let index = &inner.book.index;
-    let epoch = index.advance_epoch();
+    let previous = index.set_epoch(epoch);
     let (mut idle, mut used) = (Vec::new(), Vec::new());
-    index.for_each(
-        |slot| match epoch.wrapping_sub(slot.used.load(Ordering::Relaxed)) {
-            age if age > EPOCHS_PER_TIMEOUT => idle.push(Arc::clone(&slot.reference)),
-            1 => used.push(Arc::clone(&slot.reference)),
-            _ => {}
-        },
-    );
+    index.for_each(|slot| {
+        let stamp = slot.used.load(Ordering::Relaxed);
+        if epoch.wrapping_sub(stamp) > EPOCHS_PER_TIMEOUT {
+            idle.push(Arc::clone(&slot.reference));
+        } else if stamp == previous {
+            used.push(Arc::clone(&slot.reference));
+        }
+    });
     for reference in &used {
         inner.entries.get(reference).await;
     }
