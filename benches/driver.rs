@@ -15,16 +15,25 @@
 //! ```
 //!
 //! (the difference of the two "Collected" totals, divided by 20,000).
+//!
+//! The pooled variants (`bearer_pooled_*`) send requests carrying a `Subscriber` extension
+//! through `BearerAuthLayer::pooled`, over a pool filled beforehand (in-process mints); compare
+//! them with `bearer_cache_replay_off_subscriber`, the single cache with the same requests (the
+//! extension costs the request's builder an allocation or two, whatever the layer).
 
 mod support;
 
-use std::{hint::black_box, time::Duration};
+use std::{hint::black_box, sync::OnceLock, time::Duration};
 
+use bytes::Bytes;
 use http::Request;
+use http_body_util::Empty;
+use signalwire_auth::{BearerAuth, BearerAuthLayer, Subscriber, TokenPool};
 use support::{
-    bearer_value, floor, request, request_1k, sat, send, split, split_with, valid_cache, variants,
+    Mint, Noop, bearer_value, floor, noop, poll_now, request, request_1k, sat, send, split,
+    split_with, valid_cache, variants,
 };
-use tower::Service;
+use tower::{Layer, Service};
 
 /// Requests per timed run; a run takes tens of milliseconds.
 const REQUESTS: u64 = 200_000;
@@ -38,6 +47,46 @@ where
     S::Error: std::fmt::Debug,
 {
     Box::new(move |threads, requests| split(&service, make, threads, requests))
+}
+
+/// The request of the pooled variants: `request()` with the one subscriber they send for.
+fn request_with_subscriber() -> Request<Empty<Bytes>> {
+    static SUBSCRIBER: OnceLock<Subscriber> = OnceLock::new();
+    let mut request = request();
+    request
+        .extensions_mut()
+        .insert(SUBSCRIBER.get_or_init(|| pool_subscriber(0)).clone());
+    request
+}
+
+fn pool_subscriber(n: usize) -> Subscriber {
+    Subscriber::new(format!("subscriber-{n}@example.com"))
+}
+
+/// A pooled layer (replay off) over the no-op service, its pool holding `live` subscribers,
+/// minted in-process (no sockets, so that callgrind counts the same work every time).
+fn pooled(live: usize) -> Run {
+    let mint = Mint::default();
+    let pool = TokenPool::with_client(mint.client())
+        .max_subscribers(live as u64)
+        .build();
+    for n in 0..live {
+        poll_now(pool.cache(pool_subscriber(n).reference())).expect("a mint");
+    }
+    assert_eq!((pool.stats().live(), mint.calls()), (live as u64, live));
+    let service: BearerAuth<Noop> = BearerAuthLayer::pooled(pool.clone())
+        .replay_limit(0)
+        .layer(noop());
+    // Arms the entry's timer on this thread's runtime, as for the single cache.
+    send(&mut service.clone(), request_with_subscriber());
+    Box::new(move |threads, requests| {
+        let hits = pool.stats().hits();
+        let took = split(&service, request_with_subscriber, threads, requests);
+        // Every request found its subscriber in the index: nothing was minted meanwhile.
+        assert_eq!(pool.stats().hits() - hits, requests / threads * threads);
+        assert_eq!(pool.stats().mints(), live as u64);
+        took
+    })
 }
 
 /// Every variant, by the name `hot_path` gives it.
@@ -86,6 +135,12 @@ fn variants(token: &str) -> Vec<(&'static str, Run)> {
             "naive_tokio_rwlock",
             timed(variants::naive_tokio_rwlock(token), request),
         ),
+        (
+            "bearer_cache_replay_off_subscriber",
+            timed(variants::bearer_replay_off(&cache), request_with_subscriber),
+        ),
+        ("bearer_pooled_1", pooled(1)),
+        ("bearer_pooled_10k", pooled(10_000)),
     ]
 }
 
@@ -111,6 +166,7 @@ const SCALED: &[&str] = &[
     "bearer_cache_replay_off",
     "bearer_fixed_token",
     "naive_std_rwlock",
+    "bearer_pooled_10k",
 ];
 
 fn best(rounds: usize) {

@@ -468,3 +468,46 @@ pub fn config() -> criterion::Criterion {
 pub fn full() -> bool {
     std::env::var_os("SW_BENCH_FULL").is_some_and(|v| v != "0")
 }
+
+/// An in-process Create Subscriber Token endpoint, for filling a pool without sockets: every
+/// call answers 200 with a new pair of SAT-sized tokens, and is counted.
+#[derive(Clone, Default)]
+pub struct Mint(Arc<AtomicUsize>);
+
+impl Mint {
+    pub fn calls(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A token client whose calls this endpoint answers.
+    pub fn client(&self) -> signalwire_auth::TokenClient<Mint> {
+        let space = signalwire_auth::Space::from_url("https://example.signalwire.com")
+            .expect("a valid space");
+        signalwire_auth::TokenClient::with_service(space, Some(credentials()), self.clone())
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Mint {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Full<Bytes>>) -> Self::Future {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({
+            "subscriber_id": format!("00000000-0000-4000-8000-{n:012}"),
+            "token": sat(&format!("a{n}")),
+            "refresh_token": sat(&format!("r{n}")),
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        ready(Ok(response))
+    }
+}
