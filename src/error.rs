@@ -67,6 +67,10 @@ pub(crate) enum Kind {
     NoRuntime,
     /// The server refused a credential that a refresh cannot improve on.
     Unauthorized,
+    /// A [`TokenStore`](crate::TokenStore) could not be reached or failed to answer.
+    Store,
+    /// A [`TokenStore`](crate::TokenStore) holds a value that is not a readable stored pair.
+    StoreCorrupt,
 }
 
 impl Error {
@@ -94,6 +98,18 @@ impl Error {
 
     pub(crate) fn refused(detail: impl Into<Box<str>>) -> Self {
         Self::new(Kind::Refused).with_detail(detail)
+    }
+
+    /// The error a [`TokenStore`](crate::TokenStore) returns when it cannot be reached or
+    /// fails to answer (`source`: the client library's error).
+    pub fn store(source: impl Into<tower::BoxError>) -> Self {
+        Self::new(Kind::Store).with_source(source)
+    }
+
+    /// The error a [`TokenStore`](crate::TokenStore) returns when the value stored under a
+    /// key is not a readable [`StoredPair`](crate::StoredPair) (`source`: why not).
+    pub fn store_corrupt(source: impl Into<tower::BoxError>) -> Self {
+        Self::new(Kind::StoreCorrupt).with_source(source)
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -160,6 +176,18 @@ impl Error {
         self.kind == Kind::Unauthorized
     }
 
+    /// The token store could not be reached or failed to answer. A cache keeps serving its
+    /// valid token meanwhile and re-mints on this replica when a new one is needed.
+    pub fn is_store(&self) -> bool {
+        self.kind == Kind::Store
+    }
+
+    /// The token store holds a value that is not a readable stored pair. A cache re-mints
+    /// and overwrites it.
+    pub fn is_store_corrupt(&self) -> bool {
+        self.kind == Kind::StoreCorrupt
+    }
+
     fn describe(&self) -> &'static str {
         match self.kind {
             Kind::InvalidInput => "invalid input",
@@ -174,6 +202,8 @@ impl Error {
             }
             Kind::NoRuntime => "no tokio runtime to run the token refresh on",
             Kind::Unauthorized => "unauthorized, and a new token would not help",
+            Kind::Store => "the token store failed",
+            Kind::StoreCorrupt => "the stored token pair cannot be read",
         }
     }
 }

@@ -82,6 +82,8 @@
 //!   space's token endpoints, with fault injection and call counters.
 //! - `reqwest`: [`reqwest::BasicAuthMiddleware`] and [`reqwest::BearerAuthMiddleware`] for
 //!   reqwest-middleware's `ClientWithMiddleware`, under the tower layers' rules.
+//! - `redis`: [`RedisStore`], a [`TokenStore`] in Redis, so that replicas share each
+//!   subscriber's refresh chain ([`MemoryStore`] is always there).
 //!
 //! [SignalWire]: https://signalwire.com
 #![forbid(unsafe_code)]
@@ -102,6 +104,7 @@ pub mod mock;
 pub mod reqwest;
 mod secret;
 mod space;
+mod store;
 mod transport;
 
 pub use api::{
@@ -112,8 +115,8 @@ pub use api::{
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
 pub use cache::{
-    Authorization, CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader,
-    TokenPair,
+    Authorization, CacheStats, Refresh, RefreshError, StoreStats, TokenCache, TokenCacheBuilder,
+    TokenHeader, TokenPair,
 };
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
@@ -122,6 +125,9 @@ pub use https::{HttpsClient, https_client};
 #[cfg(feature = "test-util")]
 pub use mock::MockSpace;
 pub use space::{SPACE_ENV, Space};
+pub use store::{MemoryStore, StoreFuture, StoreKey, StoredPair, TokenStore};
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisStoreBuilder};
 pub use transport::TransportRule;
 
 /// Compiles the README's examples as doctests.
