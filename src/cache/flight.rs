@@ -352,13 +352,11 @@ impl Shared {
             let installed = Arc::ptr_eq(&previous, base).then_some(next);
             drop(previous);
             if let Some(next) = &installed {
-                match &self.link {
-                    Some(link) if how == How::Adopted => link.note_adopted(),
-                    _ => {
-                        self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
                 if let Some(link) = &self.link {
+                    if how == How::Adopted {
+                        link.note_adopted();
+                    }
                     // Under the flight lock, in install order.
                     link.set_known(stored);
                 }

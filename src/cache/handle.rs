@@ -655,7 +655,8 @@ impl CacheStats {
         self.attempts
     }
 
-    /// Refreshes whose pair was installed.
+    /// Refreshes whose pair was installed (with a [store](TokenCacheBuilder::store), pairs
+    /// adopted from another replica and minted ones count too).
     pub fn refreshes(&self) -> u64 {
         self.refreshes
     }

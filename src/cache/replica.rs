@@ -235,7 +235,7 @@ impl StoreLink {
     /// Whether `stored` is a pair from another replica worth taking over ours.
     fn is_newer(&self, stored: &StoredPair, current: &TokenPair) -> bool {
         stored.version() > self.known().version
-            && !stored.same_tokens(current)
+            && !stored.same_access_token(current)
             && stored.is_usable()
             && !stored.is_presented()
     }
@@ -267,7 +267,7 @@ impl StoreLink {
                 (0, None, None, true)
             }
             Err(error) => return self.without_store(refresher, settings, error, urgent).await,
-            Ok(Some(stored)) if stored.same_tokens(current) => {
+            Ok(Some(stored)) if stored.same_access_token(current) => {
                 let presented = stored.is_presented();
                 (
                     stored.version(),

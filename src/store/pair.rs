@@ -223,7 +223,7 @@ impl StoredPair {
     }
 
     /// Whether this pair holds the same access token as `pair`.
-    pub(crate) fn same_tokens(&self, pair: &TokenPair) -> bool {
+    pub fn same_access_token(&self, pair: &TokenPair) -> bool {
         self.access_token.expose() == pair.access_token()
     }
 

@@ -8,8 +8,14 @@
 //! - [`Echo`], an in-memory service, and [`now`] / [`call_now`] to drive ready futures
 //!   without a runtime.
 //!
+//! - [`store`]: an in-memory refresh chain and a store that fails on demand; [`redis`]: a
+//!   real `redis-server` per test.
+//!
 //! Each test binary uses a different part of this module.
 #![allow(dead_code)]
+
+pub mod redis;
+pub mod store;
 
 use std::{
     collections::{HashMap, VecDeque},

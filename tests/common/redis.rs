@@ -1,0 +1,119 @@
+//! A real `redis-server` per test, on a free loopback port, stopped when dropped.
+//!
+//! Where `redis-server` is not installed the tests that need it print loudly that they are
+//! skipped; under `CI=true` they fail instead, so CI always runs them.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+pub struct RedisServer {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([
+            "/usr/bin".into(),
+            "/usr/sbin".into(),
+            "/usr/local/bin".into(),
+        ])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+impl RedisServer {
+    /// Starts a server, or returns `None` (after saying so on stderr) where `redis-server` is
+    /// not installed. Under `CI=true` a missing server is a failure.
+    pub async fn start(test: &str) -> Option<Self> {
+        let Some(binary) = binary() else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: redis-server is not installed, and CI must run the Redis tests");
+            }
+            eprintln!(
+                "\n*** SKIPPED {test}: redis-server is not installed \
+                 (apt-get install redis-server); CI=true makes this a failure ***\n"
+            );
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut server = Self {
+            binary,
+            port,
+            child: None,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (its data goes with it: nothing is saved).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        for _ in 0..500 {
+            if let Ok(reply) = self.command(&["PING"]).await {
+                if reply == "+PONG" {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    /// Sends one command and returns the first line of the reply (`+OK`, `$5`, `:1`, …).
+    pub async fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).await?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await?;
+        Ok(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
