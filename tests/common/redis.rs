@@ -117,3 +117,105 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+// Replicas over a `RedisStore`, against a `MockSpace` (or, in a child process, its URL).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use signalwire_auth::{
+    BearerAuthLayer, CreateSubscriberToken, Credentials, RedisStore, ReplayBody, Space, StoreKey,
+    SubscriberRefresher, TokenCache, TokenCacheBuilder, TokenClient, https_client,
+};
+use tower::{Layer, ServiceExt};
+
+pub const REFERENCE: &str = "replica@example.com";
+/// The mock's access lifetime in the replica tests: short, so a run covers many.
+pub const ACCESS_LIFETIME: Duration = Duration::from_secs(8);
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// A replica: its own `RedisStore` (its own connections) at `url`, refreshing through
+/// `space` with re-mint.
+pub fn replica(space: &Space, credentials: Credentials, url: &str) -> TokenCacheBuilder {
+    let client = TokenClient::with_service(space.clone(), Some(credentials), https_client());
+    let refresher = SubscriberRefresher::with_client(client)
+        .with_remint(CreateSubscriberToken::new(REFERENCE))
+        .with_timeout(Duration::from_secs(2));
+    let store = RedisStore::builder(url)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("a redis url");
+    TokenCache::from_store(refresher, store, StoreKey::new(space, REFERENCE)).lease_ttl(LEASE_TTL)
+}
+
+/// What a stretch of traffic came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub ok: usize,
+    pub failed: usize,
+}
+
+/// `concurrency` loops sending `GET /api/fabric/addresses` through the cache's bearer layer
+/// until `stop` is set; every answer but 200 and every error counts as failed.
+pub async fn traffic(
+    space: &Space,
+    cache: &TokenCache,
+    concurrency: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Tally {
+    let client = BearerAuthLayer::new(cache.clone())
+        .for_space(space)
+        .layer(https_client::<ReplayBody<Full<Bytes>>>());
+    let uri = space.endpoint("/api/fabric/addresses").unwrap();
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, uri, ok, failed, stop) = (
+            client.clone(),
+            uri.clone(),
+            Arc::clone(&ok),
+            Arc::clone(&failed),
+            Arc::clone(&stop),
+        );
+        loops.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let request = Request::get(uri.clone()).body(Full::default()).unwrap();
+                match client.clone().oneshot(request).await {
+                    Ok(response) if response.status() == StatusCode::OK => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    outcome => {
+                        eprintln!("request failed: {outcome:?}");
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    while loops.join_next().await.is_some() {}
+    Tally {
+        ok: ok.load(Ordering::SeqCst),
+        failed: failed.load(Ordering::SeqCst),
+    }
+}
+
+/// One request through the cache's bearer layer.
+pub async fn one_request(space: &Space, cache: &TokenCache) -> Tally {
+    let client = BearerAuthLayer::new(cache.clone())
+        .for_space(space)
+        .layer(https_client::<ReplayBody<Full<Bytes>>>());
+    let request = Request::get(space.endpoint("/api/fabric/addresses").unwrap())
+        .body(Full::default())
+        .unwrap();
+    match client.oneshot(request).await {
+        Ok(response) if response.status() == StatusCode::OK => Tally { ok: 1, failed: 0 },
+        _ => Tally { ok: 0, failed: 1 },
+    }
+}
