@@ -20,7 +20,10 @@ use std::{
 
 use common::{
     API_TOKEN, PROJECT_ID,
-    redis::{ACCESS_LIFETIME, LEASE_TTL, RedisServer, Tally, one_request, replica, traffic},
+    redis::{
+        ACCESS_LIFETIME, LEASE_TTL, REFRESH_LIFETIME, RedisServer, Tally, one_request, replica,
+        traffic,
+    },
 };
 use signalwire_auth::{
     Credentials, MockSpace, Space, TokenCache,
@@ -42,7 +45,7 @@ async fn mock() -> MockSpace {
         .credentials(credentials())
         .access_lifetime(ACCESS_LIFETIME)
         .refreshed_access_lifetime(ACCESS_LIFETIME)
-        .refresh_lifetime(Duration::from_secs(120))
+        .refresh_lifetime(REFRESH_LIFETIME)
         .start()
         .await
         .unwrap()
@@ -196,7 +199,7 @@ fn report(output: &std::process::Output) -> Tally {
     let text = String::from_utf8_lossy(&output.stdout);
     let line = text
         .lines()
-        .find_map(|line| line.strip_prefix("tally "))
+        .find_map(|line| line.split_once("tally ").map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("no report from the child: {text}"));
     let field = |name: &str| -> usize {
         line.split(' ')

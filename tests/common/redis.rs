@@ -120,17 +120,21 @@ impl Drop for RedisServer {
 
 // Replicas over a `RedisStore`, against a `MockSpace` (or, in a child process, its URL).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use signalwire_auth::{
-    BearerAuthLayer, CreateSubscriberToken, Credentials, RedisStore, ReplayBody, Space, StoreKey,
-    SubscriberRefresher, TokenCache, TokenCacheBuilder, TokenClient, https_client,
+    BearerAuthLayer, CreateSubscriberToken, Credentials, RedisStore, Refresh, RefreshError,
+    ReplayBody, Space, StoreKey, SubscriberRefresher, TokenCache, TokenCacheBuilder, TokenClient,
+    TokenPair, https_client,
 };
 use tower::{Layer, ServiceExt};
 
@@ -139,13 +143,51 @@ pub const REFERENCE: &str = "replica@example.com";
 pub const ACCESS_LIFETIME: Duration = Duration::from_secs(8);
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 
+/// The mock's refresh-token lifetime in the replica tests.
+pub const REFRESH_LIFETIME: Duration = Duration::from_secs(120);
+
+/// `SubscriberRefresher` as the client of a mock whose tokens live seconds: the client
+/// assumes SignalWire's 2 h, so the pairs it returns are given the mock's lifetimes, counted
+/// from the same instant the request was sent.
+pub struct ShortLived(SubscriberRefresher);
+
+fn short(pair: TokenPair) -> Result<TokenPair, RefreshError> {
+    TokenPair::new(pair.access_token(), pair.issued_at(), ACCESS_LIFETIME)
+        .and_then(|short| match pair.refresh_token() {
+            Some(token) => short.with_refresh_token(token, REFRESH_LIFETIME),
+            None => Ok(short),
+        })
+        .map_err(RefreshError::terminal)
+}
+
+impl Refresh for ShortLived {
+    fn refresh(
+        &self,
+        current: &TokenPair,
+    ) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        let refreshed = self.0.refresh(current);
+        async move { refreshed.await.and_then(short) }
+    }
+
+    fn can_mint(&self) -> bool {
+        self.0.can_mint()
+    }
+
+    fn mint(&self) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        let minted = self.0.mint();
+        async move { minted.await.and_then(short) }
+    }
+}
+
 /// A replica: its own `RedisStore` (its own connections) at `url`, refreshing through
 /// `space` with re-mint.
 pub fn replica(space: &Space, credentials: Credentials, url: &str) -> TokenCacheBuilder {
     let client = TokenClient::with_service(space.clone(), Some(credentials), https_client());
-    let refresher = SubscriberRefresher::with_client(client)
-        .with_remint(CreateSubscriberToken::new(REFERENCE))
-        .with_timeout(Duration::from_secs(2));
+    let refresher = ShortLived(
+        SubscriberRefresher::with_client(client)
+            .with_remint(CreateSubscriberToken::new(REFERENCE))
+            .with_timeout(Duration::from_secs(2)),
+    );
     let store = RedisStore::builder(url)
         .timeout(Duration::from_millis(500))
         .build()
