@@ -20,6 +20,11 @@
 //! alive through the refresh endpoint, and [`MockSpace`] (feature `test-util`) is an
 //! in-process server that behaves like a space, for tests and examples.
 //!
+//! Pairs survive restarts and are shared by replicas through a [`TokenStore`]
+//! ([`MemoryStore`], or [`RedisStore`] with feature `redis`): a cache made with
+//! [`TokenCache::from_store`] starts from the stored pair, and refreshes only while it holds
+//! the subscriber's lease, so no two replicas ever present the same refresh token.
+//!
 //! # Example
 //!
 //! A backend lists its subscribers' addresses with a SAT that never goes stale:
