@@ -18,15 +18,12 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    API_TOKEN, PROJECT_ID,
-    redis::{
-        ACCESS_LIFETIME, LEASE_TTL, REFRESH_LIFETIME, RedisServer, Tally, one_request, replica,
-        traffic,
-    },
+use common::redis::{
+    ACCESS_LIFETIME, LEASE_TTL, RedisServer, Tally, credentials, one_request, replica, setup,
+    traffic,
 };
 use signalwire_auth::{
-    Credentials, MockSpace, Space, TokenCache,
+    MockSpace, Space, TokenCache,
     mock::{Fault, MockEndpoint},
 };
 
@@ -35,21 +32,6 @@ const CHILD_MODE: &str = "SWA_REPLICA_CHILD";
 const CHILD_SPACE: &str = "SWA_REPLICA_SPACE";
 const CHILD_REDIS: &str = "SWA_REPLICA_REDIS";
 const CHILD_SECONDS: &str = "SWA_REPLICA_SECONDS";
-
-fn credentials() -> Credentials {
-    Credentials::new(PROJECT_ID, API_TOKEN).unwrap()
-}
-
-async fn mock() -> MockSpace {
-    MockSpace::builder()
-        .credentials(credentials())
-        .access_lifetime(ACCESS_LIFETIME)
-        .refreshed_access_lifetime(ACCESS_LIFETIME)
-        .refresh_lifetime(REFRESH_LIFETIME)
-        .start()
-        .await
-        .unwrap()
-}
 
 async fn replicas(mock: &MockSpace, server: &RedisServer, n: usize) -> Vec<TokenCache> {
     let mut caches = Vec::new();
@@ -94,10 +76,9 @@ fn stop_after(stop: &Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_share_one_chain_over_many_lifetimes() {
-    let Some(server) = RedisServer::start("four_replicas_share_one_chain").await else {
+    let Some((server, mock)) = setup("four_replicas_share_one_chain").await else {
         return;
     };
-    let mock = mock().await;
     let caches = replicas(&mock, &server, 4).await;
     assert_eq!(mock.calls(MockEndpoint::CreateSubscriberToken), 1);
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,10 +113,9 @@ async fn four_replicas_share_one_chain_over_many_lifetimes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_and_restarted_mid_run_fails_no_request_and_sharing_resumes() {
-    let Some(mut server) = RedisServer::start("redis_stopped_and_restarted").await else {
+    let Some((mut server, mock)) = setup("redis_stopped_and_restarted").await else {
         return;
     };
-    let mock = mock().await;
     let caches = replicas(&mock, &server, 4).await;
     let stop = Arc::new(AtomicBool::new(false));
     let runs = run_traffic(&mock.space(), &caches, &stop);
@@ -215,10 +195,9 @@ fn report(output: &std::process::Output) -> Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_in_separate_processes_share_one_chain() {
-    let Some(server) = RedisServer::start("replicas_in_separate_processes").await else {
+    let Some((server, mock)) = setup("replicas_in_separate_processes").await else {
         return;
     };
-    let mock = mock().await;
     let caches = replicas(&mock, &server, 1).await;
     let seconds = 4 * ACCESS_LIFETIME.as_secs();
     let children: Vec<_> = (0..3)
@@ -260,10 +239,9 @@ async fn replicas_in_separate_processes_share_one_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_holder_killed_mid_refresh_is_taken_over_within_the_ttl_and_one_attempt() {
-    let Some(server) = RedisServer::start("a_lease_holder_killed").await else {
+    let Some((server, mock)) = setup("a_lease_holder_killed").await else {
         return;
     };
-    let mock = mock().await;
     let survivor = replicas(&mock, &server, 1).await.remove(0);
     // The child's refresh reaches the mock, which spends the refresh token and never answers.
     mock.inject(
@@ -304,10 +282,9 @@ async fn a_lease_holder_killed_mid_refresh_is_taken_over_within_the_ttl_and_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_process_resumes_from_the_store_without_a_mint() {
-    let Some(server) = RedisServer::start("a_restarted_process_resumes").await else {
+    let Some((server, mock)) = setup("a_restarted_process_resumes").await else {
         return;
     };
-    let mock = mock().await;
     for run in 0..2 {
         let output = child("start", &mock, &server, 0).output().unwrap();
         assert!(output.status.success(), "{output:?}");

@@ -7,27 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    API_TOKEN, PROJECT_ID,
-    redis::{REFERENCE, RedisServer, replica},
-};
+use common::redis::{REFERENCE, RedisServer, credentials, replica, setup};
 use signalwire_auth::{
-    Credentials, MockSpace, RedisStore, StoreKey, StoredPair, TokenPair, TokenStore,
-    mock::MockEndpoint,
+    RedisStore, StoreKey, StoredPair, TokenPair, TokenStore, mock::MockEndpoint,
 };
 use tokio::time::Instant;
-
-fn credentials() -> Credentials {
-    Credentials::new(PROJECT_ID, API_TOKEN).unwrap()
-}
-
-async fn mock() -> MockSpace {
-    MockSpace::builder()
-        .credentials(credentials())
-        .start()
-        .await
-        .unwrap()
-}
 
 fn pair(token: &str) -> StoredPair {
     let pair = TokenPair::new(token, Instant::now(), Duration::from_secs(3600))
@@ -104,10 +88,9 @@ async fn the_lease_is_exclusive_expires_and_is_released_only_by_its_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_under_the_key_is_a_typed_error_then_reminted_and_overwritten() {
-    let Some(server) = RedisServer::start("garbage_under_the_key").await else {
+    let Some((server, mock)) = setup("garbage_under_the_key").await else {
         return;
     };
-    let mock = mock().await;
     let cache = replica(&mock.space(), credentials(), &server.url())
         .start()
         .await
@@ -139,11 +122,10 @@ async fn garbage_under_the_key_is_a_typed_error_then_reminted_and_overwritten() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_starts_alone_while_redis_is_down_and_shares_once_it_is_back() {
-    let Some(mut server) = RedisServer::start("a_cache_starts_alone").await else {
+    let Some((mut server, mock)) = setup("a_cache_starts_alone").await else {
         return;
     };
     server.stop();
-    let mock = mock().await;
     let alone = replica(&mock.space(), credentials(), &server.url())
         .start()
         .await

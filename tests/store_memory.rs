@@ -16,7 +16,6 @@ use common::{
 };
 use signalwire_auth::{MemoryStore, StoredPair, TokenCache, TokenStore};
 use tokio::{task::JoinSet, time::Instant};
-use tracing::Level;
 
 const MINUTE: Duration = Duration::from_secs(60);
 /// Past the advisory deadline (5 min before expiry), before the hard one (30 s before).
@@ -309,14 +308,7 @@ async fn a_cache_without_a_store_has_no_store_stats_and_never_mints() {
 
 #[tokio::test(start_paused = true)]
 async fn secrets_never_reach_debug_output_or_traces() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
 
     let chain = Arc::new(Chain::default());
     let store = Flaky::default();

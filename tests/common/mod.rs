@@ -801,6 +801,20 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// Captures every `tracing` event and span (trace level) on this thread until the guard
+    /// is dropped: run the test on a current-thread runtime so every task's events land here.
+    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     /// What was written so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()

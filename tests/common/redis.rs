@@ -132,9 +132,9 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use signalwire_auth::{
-    BearerAuthLayer, CreateSubscriberToken, Credentials, RedisStore, Refresh, RefreshError,
-    ReplayBody, Space, StoreKey, SubscriberRefresher, TokenCache, TokenCacheBuilder, TokenClient,
-    TokenPair, https_client,
+    BearerAuthLayer, CreateSubscriberToken, Credentials, MockSpace, RedisStore, Refresh,
+    RefreshError, ReplayBody, Space, StoreKey, SubscriberRefresher, TokenCache, TokenCacheBuilder,
+    TokenClient, TokenPair, https_client,
 };
 use tower::{Layer, ServiceExt};
 
@@ -177,6 +177,29 @@ impl Refresh for ShortLived {
         let minted = self.0.mint();
         async move { minted.await.and_then(short) }
     }
+}
+
+/// The project credentials of the Redis tests' mocks (known, so a child process can use them).
+pub fn credentials() -> Credentials {
+    Credentials::new(super::PROJECT_ID, super::API_TOKEN).unwrap()
+}
+
+/// A mock whose tokens live [`ACCESS_LIFETIME`] (refresh tokens [`REFRESH_LIFETIME`]).
+pub async fn short_lived_mock() -> MockSpace {
+    MockSpace::builder()
+        .credentials(credentials())
+        .access_lifetime(ACCESS_LIFETIME)
+        .refreshed_access_lifetime(ACCESS_LIFETIME)
+        .refresh_lifetime(REFRESH_LIFETIME)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A `redis-server` and a short-lived mock for `test`; `None` when the test is skipped.
+pub async fn setup(test: &str) -> Option<(RedisServer, MockSpace)> {
+    let server = RedisServer::start(test).await?;
+    Some((server, short_lived_mock().await))
 }
 
 /// A replica: its own `RedisStore` (its own connections) at `url`, refreshing through
