@@ -71,6 +71,10 @@ pub(crate) enum Kind {
     MissingSubscriber,
     /// A pool could not mint the first token of a subscriber.
     MintFailed,
+    /// A [`TokenStore`](crate::TokenStore) could not be reached or failed to answer.
+    Store,
+    /// A [`TokenStore`](crate::TokenStore) holds a value that is not a readable stored pair.
+    StoreCorrupt,
 }
 
 impl Error {
@@ -98,6 +102,18 @@ impl Error {
 
     pub(crate) fn refused(detail: impl Into<Box<str>>) -> Self {
         Self::new(Kind::Refused).with_detail(detail)
+    }
+
+    /// The error a [`TokenStore`](crate::TokenStore) returns when it cannot be reached or
+    /// fails to answer (`source`: the client library's error).
+    pub fn store(source: impl Into<tower::BoxError>) -> Self {
+        Self::new(Kind::Store).with_source(source)
+    }
+
+    /// The error a [`TokenStore`](crate::TokenStore) returns when the value stored under a
+    /// key is not a readable [`StoredPair`](crate::StoredPair) (`source`: why not).
+    pub fn store_corrupt(source: impl Into<tower::BoxError>) -> Self {
+        Self::new(Kind::StoreCorrupt).with_source(source)
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -179,6 +195,18 @@ impl Error {
         self.kind == Kind::MintFailed
     }
 
+    /// The token store could not be reached or failed to answer. A cache keeps serving its
+    /// valid token meanwhile and re-mints on this replica when a new one is needed.
+    pub fn is_store(&self) -> bool {
+        self.kind == Kind::Store
+    }
+
+    /// The token store holds a value that is not a readable stored pair. A cache re-mints
+    /// and overwrites it.
+    pub fn is_store_corrupt(&self) -> bool {
+        self.kind == Kind::StoreCorrupt
+    }
+
     fn describe(&self) -> &'static str {
         match self.kind {
             Kind::InvalidInput => "invalid input",
@@ -197,6 +225,8 @@ impl Error {
                 "request has no Subscriber extension, so the pool cannot tell whose token to send"
             }
             Kind::MintFailed => "could not mint the first token of a pool entry",
+            Kind::Store => "the token store failed",
+            Kind::StoreCorrupt => "the stored token pair cannot be read",
         }
     }
 }

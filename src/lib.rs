@@ -20,6 +20,11 @@
 //! alive through the refresh endpoint, and [`MockSpace`] (feature `test-util`) is an
 //! in-process server that behaves like a space, for tests and examples.
 //!
+//! Pairs survive restarts and are shared by replicas through a [`TokenStore`]
+//! ([`MemoryStore`], or [`RedisStore`] with feature `redis`): a cache made with
+//! [`TokenCache::from_store`] starts from the stored pair, and refreshes only while it holds
+//! the subscriber's lease, so no two replicas ever present the same refresh token.
+//!
 //! # Example
 //!
 //! A backend lists its subscribers' addresses with a SAT that never goes stale:
@@ -85,6 +90,8 @@
 //! - `pool`: [`TokenPool`], one self-refreshing `TokenCache` per subscriber, minted on first
 //!   use, bounded and evicted when idle (over moka), and [`Subscriber`], the request extension
 //!   that [`BearerAuthLayer::pooled`] reads.
+//! - `redis`: [`RedisStore`], a [`TokenStore`] in Redis, so that replicas share each
+//!   subscriber's refresh chain ([`MemoryStore`] is always there).
 //!
 //! [SignalWire]: https://signalwire.com
 #![forbid(unsafe_code)]
@@ -107,6 +114,7 @@ pub mod pool;
 pub mod reqwest;
 mod secret;
 mod space;
+mod store;
 mod transport;
 
 pub use api::{
@@ -117,8 +125,8 @@ pub use api::{
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};
 pub use cache::{
-    Authorization, CacheStats, Refresh, RefreshError, TokenCache, TokenCacheBuilder, TokenHeader,
-    TokenPair,
+    Authorization, CacheStats, Refresh, RefreshError, StoreStats, TokenCache, TokenCacheBuilder,
+    TokenHeader, TokenPair,
 };
 pub use credentials::{API_TOKEN_ENV, Credentials, PROJECT_ID_ENV};
 pub use error::Error;
@@ -129,6 +137,9 @@ pub use mock::MockSpace;
 #[cfg(feature = "pool")]
 pub use pool::{PoolStats, Subscriber, TokenPool, TokenPoolBuilder};
 pub use space::{SPACE_ENV, Space};
+pub use store::{MemoryStore, StoreFuture, StoreKey, StoredPair, TokenStore};
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisStoreBuilder};
 pub use transport::TransportRule;
 
 /// Compiles the README's examples as doctests.

@@ -24,3 +24,17 @@ impl fmt::Debug for Secret {
         f.write_str("[redacted]")
     }
 }
+
+/// A stored pair carries its tokens as plain JSON strings: the store is where they must be
+/// readable. Deserialising wipes the intermediate copy with the rest.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}

@@ -17,8 +17,6 @@ use http_body_util::Full;
 use signalwire_auth::{BearerAuthLayer, ReplayBody, ReplaySkipped, TokenCache, TokenPair};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt};
-use tracing::Level;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 /// `Display`, `Debug` and the whole `source` chain of an error.
 fn describe(error: &(dyn StdError + 'static)) -> String {
@@ -33,15 +31,7 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn tokens_never_reach_debug_output_or_traces() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
 
     let mut outputs: Vec<String> = Vec::new();
     let refresher = Refresher::new(Mode::Succeed);

@@ -346,15 +346,8 @@ async fn transport_rule_refusals(adapter: Adapter, tls: bool) {
 }
 
 async fn secrets_stay_out_of_debug_and_traces(adapter: Adapter, tls: bool) {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // The test runs on one thread (current-thread runtime), the mock's and clients' tasks too.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install();
 
     // Known credentials, so the test can look for the API token.
     const API_TOKEN: &str = "PTconformanceSecretApiToken0123456789";

@@ -337,6 +337,16 @@ where
     ) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
         self.refresh_or_remint(current)
     }
+
+    /// With [`with_remint`](Self::with_remint).
+    fn can_mint(&self) -> bool {
+        self.remint.is_some()
+    }
+
+    /// Create Subscriber Token with the re-mint request.
+    fn mint(&self) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        self.remint(None)
+    }
 }
 
 /// Whether trying the same call again can help.

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use super::{
     Refresh, RefreshError, TokenPair,
+    replica::StoreLink,
     settings::Settings,
     state::{Origin, State},
 };
@@ -28,6 +29,10 @@ pub(crate) trait DynRefresh: Send + Sync + 'static {
         &'a self,
         current: &'a TokenPair,
     ) -> BoxFuture<'a, Result<TokenPair, RefreshError>>;
+
+    fn can_mint(&self) -> bool;
+
+    fn mint_boxed(&self) -> BoxFuture<'_, Result<TokenPair, RefreshError>>;
 }
 
 impl<R: Refresh> DynRefresh for R {
@@ -36,6 +41,14 @@ impl<R: Refresh> DynRefresh for R {
         current: &'a TokenPair,
     ) -> BoxFuture<'a, Result<TokenPair, RefreshError>> {
         Box::pin(self.refresh(current))
+    }
+
+    fn can_mint(&self) -> bool {
+        Refresh::can_mint(self)
+    }
+
+    fn mint_boxed(&self) -> BoxFuture<'_, Result<TokenPair, RefreshError>> {
+        Box::pin(self.mint())
     }
 }
 
@@ -74,6 +87,8 @@ pub(crate) struct Core {
     pub(crate) refresher: Option<Arc<dyn DynRefresh>>,
     pub(crate) settings: Settings,
     pub(crate) counters: Counters,
+    /// The store replicas share the pair through, if any.
+    pub(crate) link: Option<StoreLink>,
     generations: AtomicU64,
     /// Wakes waiters when a pair is installed by hand, so they need not wait out a refresh of
     /// the pair it replaced.
@@ -93,6 +108,7 @@ impl Core {
         pair: TokenPair,
         refresher: Option<Arc<dyn DynRefresh>>,
         settings: Settings,
+        link: Option<StoreLink>,
     ) -> Self {
         let margins = refresher.as_ref().map(|_| settings.margins);
         Self {
@@ -105,6 +121,7 @@ impl Core {
             refresher,
             settings,
             counters: Counters::default(),
+            link,
             generations: AtomicU64::new(1),
             installed: Notify::new(),
             hooks: Mutex::default(),

@@ -36,6 +36,7 @@ use tokio::{sync::watch, time::Instant};
 use super::{
     RefreshError, TokenPair,
     core::{Core, DynRefresh},
+    replica::{Fetched, How, StoreLink},
     settings::Settings,
     state::{Origin, Phase, State},
 };
@@ -131,9 +132,10 @@ impl Shared {
         pair: TokenPair,
         refresher: Option<Arc<dyn DynRefresh>>,
         settings: Settings,
+        link: Option<StoreLink>,
     ) -> Self {
         Self {
-            core: Core::new(pair, refresher, settings),
+            core: Core::new(pair, refresher, settings, link),
             flight: Mutex::new(Flight::Idle),
             flight_ids: AtomicU64::new(0),
         }
@@ -330,10 +332,11 @@ impl Shared {
     fn install_refreshed(
         self: &Arc<Self>,
         base: &Arc<State>,
-        pair: TokenPair,
+        fetched: Fetched,
         id: u64,
         done: &watch::Sender<Option<Outcome>>,
     ) {
+        let Fetched { pair, stored, how } = fetched;
         let installed = {
             let mut flight = self.flight();
             let after_401 =
@@ -350,6 +353,13 @@ impl Shared {
             drop(previous);
             if let Some(next) = &installed {
                 self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                if let Some(link) = &self.link {
+                    if how == How::Adopted {
+                        link.note_adopted();
+                    }
+                    // Under the flight lock, in install order.
+                    link.set_known(stored);
+                }
                 self.queue_for_hook(&next.pair);
             }
             if flight.owner() == Some(id) {
@@ -360,7 +370,16 @@ impl Shared {
         done.send_replace(Some(Outcome::Done));
         match installed {
             Some(next) => {
-                tracing::info!(generation = next.generation, "token refreshed");
+                match how {
+                    How::Refreshed => {
+                        tracing::info!(generation = next.generation, "token refreshed")
+                    }
+                    How::Minted => tracing::info!(generation = next.generation, "token minted"),
+                    How::Adopted => tracing::info!(
+                        generation = next.generation,
+                        "token refreshed by another replica adopted"
+                    ),
+                }
                 if self.settings.keep_alive {
                     // Nobody may use this pair before it needs refreshing: its own timer
                     // keeps the chain alive.
@@ -395,6 +414,7 @@ impl Shared {
         id: u64,
         error: RefreshError,
         failures: u32,
+        latest: Option<Instant>,
         done: &watch::Sender<Option<Outcome>>,
     ) -> Option<Instant> {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -418,8 +438,12 @@ impl Shared {
             }));
             return None;
         }
-        let delay = self.settings.backoff(failures, error.retry_after());
-        let retry_at = Instant::now() + delay;
+        let now = Instant::now();
+        let mut delay = self.settings.backoff(failures, error.retry_after());
+        if let Some(latest) = latest.filter(|latest| *latest > now) {
+            delay = delay.min(latest - now);
+        }
+        let retry_at = now + delay;
         tracing::warn!(
             generation = base.generation,
             attempt = failures,
@@ -474,6 +498,34 @@ impl Shared {
         };
         Some(next_tx)
     }
+}
+
+impl Shared {
+    /// Writes a hand-installed pair to the store; records its version if it is still the
+    /// current pair then.
+    pub(crate) async fn publish_installed(self: Arc<Self>, state: Arc<State>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let stored = link.publish(&state.pair).await;
+        let _flight = self.flight();
+        if Arc::ptr_eq(&self.current.load(), &state) {
+            link.set_known(stored);
+        }
+    }
+
+    /// Whether the token of `base` needs replacing now: past its hard deadline, or refused
+    /// with a 401.
+    fn is_urgent(&self, id: u64, base: &State) -> bool {
+        Instant::now() >= base.hard_at()
+            || matches!(&*self.flight(), Flight::Running { id: own, after_401: true, .. } if *own == id)
+    }
+}
+
+fn is_store_failure(error: &RefreshError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<Error>())
+        .is_some_and(Error::is_store)
 }
 
 fn settle_failure(
@@ -557,12 +609,25 @@ async fn run(
             attempt = failures + 1,
             "token refresh started"
         );
-        let error = match attempt(&*refresher, &cache.settings, &base).await {
-            Ok(pair) => return cache.install_refreshed(&base, pair, id, &done),
+        let fetched = match &cache.link {
+            None => attempt(&*refresher, &cache.settings, &base)
+                .await
+                .map(Fetched::unstored),
+            Some(link) => {
+                let urgent = || cache.is_urgent(id, &base);
+                link.attempt(&*refresher, &cache.settings, &base.pair, &urgent)
+                    .await
+            }
+        };
+        let error = match fetched {
+            Ok(fetched) => return cache.install_refreshed(&base, fetched, id, &done),
             Err(error) => error,
         };
         failures += 1;
-        let Some(retry_at) = cache.back_off(&base, id, error, failures, &done) else {
+        // The store failed and the token does not need replacing yet: the next attempt, which
+        // mints if the store is still down, comes no later than the hard deadline.
+        let latest = (cache.link.is_some() && is_store_failure(&error)).then(|| base.hard_at());
+        let Some(retry_at) = cache.back_off(&base, id, error, failures, latest, &done) else {
             return;
         };
         drop(cache);

@@ -16,10 +16,11 @@ use super::{
     Refresh, TokenPair,
     core::DynRefresh,
     flight::{Need, Shared, WaitFuture},
+    replica::{StoreLink, StoreStats},
     settings::{Hook, Margins, Settings, unit},
     state::{Phase, State},
 };
-use crate::{Error, error::Kind};
+use crate::{Error, StoreKey, TokenStore, error::Kind};
 
 /// The current [`TokenPair`] of one subscriber, and the single-flight refresh that replaces it.
 ///
@@ -132,18 +133,52 @@ impl TokenCache {
 
     /// A cache with settings other than the defaults.
     pub fn builder(pair: TokenPair, refresher: impl Refresh) -> TokenCacheBuilder {
-        TokenCacheBuilder {
-            pair,
-            refresher: Arc::new(refresher),
-            refresh_ahead: Duration::from_secs(5 * 60),
-            hard_margin: Duration::from_secs(30),
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(30),
-            attempt_timeout: Duration::from_secs(30),
-            jitter: true,
-            on_refresh: None,
-            keep_alive: None,
-        }
+        TokenCacheBuilder::new(Some(pair), Arc::new(refresher))
+    }
+
+    /// A cache that starts from the pair stored under `key` and shares it with every replica
+    /// using the same store (DESIGN.md, "Persistence and replicas"). Start it with
+    /// [`TokenCacheBuilder::start`]: it adopts the stored pair if there is a usable one (no
+    /// mint), and otherwise mints one with `refresher` ([`Refresh::mint`]) and stores it.
+    ///
+    /// ```
+    /// use signalwire_auth::{
+    ///     CreateSubscriberToken, MemoryStore, MockSpace, StoreKey, SubscriberRefresher,
+    ///     TokenCache, TokenClient, mock::MockEndpoint,
+    /// };
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// let mock = MockSpace::start().await?;
+    /// let refresher = || {
+    ///     let client = TokenClient::with_service(mock.space(), Some(mock.credentials()), mock.client());
+    ///     SubscriberRefresher::with_client(client).with_remint(CreateSubscriberToken::new("alice"))
+    /// };
+    /// let store = MemoryStore::new();
+    /// let key = StoreKey::new(&mock.space(), "alice");
+    ///
+    /// // The first replica finds nothing stored: it mints, and stores the pair.
+    /// let first = TokenCache::from_store(refresher(), store.clone(), key.clone()).start().await?;
+    /// // The second (or the first, restarted) starts from the stored pair: no mint.
+    /// let second = TokenCache::from_store(refresher(), store.clone(), key).start().await?;
+    /// assert_eq!(mock.calls(MockEndpoint::CreateSubscriberToken), 1);
+    /// assert_eq!(first.current().access_token(), second.current().access_token());
+    ///
+    /// // Only one of them refreshes; the other adopts the result.
+    /// first.refresh_now().await?;
+    /// second.refresh_now().await?;
+    /// assert_eq!(mock.calls(MockEndpoint::RefreshSubscriberToken), 1);
+    /// assert_eq!(first.current().access_token(), second.current().access_token());
+    /// assert_eq!(second.store_stats().unwrap().adopted(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_store(
+        refresher: impl Refresh,
+        store: impl TokenStore,
+        key: StoreKey,
+    ) -> TokenCacheBuilder {
+        TokenCacheBuilder::new(None, Arc::new(refresher)).store(store, key)
     }
 
     /// A cache for a token that is never refreshed: a guest token, an API key, any bearer.
@@ -157,7 +192,7 @@ impl TokenCache {
             Duration::from_secs(30 * 365 * 86_400),
         )?;
         Ok(Self {
-            shared: Arc::new(Shared::new(pair, None, Settings::fixed())),
+            shared: Arc::new(Shared::new(pair, None, Settings::fixed(), None)),
         })
     }
 
@@ -169,9 +204,16 @@ impl TokenCache {
     /// Installs `pair` by hand, for example after re-authenticating. Requests waiting for a
     /// refresh go on with it at once, a refresh still in flight for the previous pair is
     /// discarded when it completes, and a broken refresh chain is forgotten. `on_refresh` is not called: the caller already has the pair.
+    /// With a [store](TokenCacheBuilder::store), the pair is written over the stored one
+    /// from a task (inside a Tokio runtime), hand-installed pairs in install order.
     pub fn install(&self, pair: TokenPair) {
         let state = self.shared.install(pair);
         tracing::info!("token pair installed by hand");
+        if self.shared.link.is_some() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(Arc::clone(&self.shared).publish_installed(Arc::clone(&state)));
+            }
+        }
         if self.shared.settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
             self.shared.arm(&state);
         }
@@ -216,6 +258,12 @@ impl TokenCache {
     #[inline]
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {
         self.shared.current.load()
+    }
+
+    /// Counters of the cache's use of its [store](TokenCacheBuilder::store); `None` without
+    /// one.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.shared.link.as_ref().map(StoreLink::stats)
     }
 
     pub(crate) fn local(&self) -> LocalCache {
@@ -334,7 +382,7 @@ impl fmt::Debug for Current {
 /// ```
 #[must_use = "call .build() to get the cache"]
 pub struct TokenCacheBuilder {
-    pair: TokenPair,
+    pair: Option<TokenPair>,
     refresher: Arc<dyn DynRefresh>,
     refresh_ahead: Duration,
     hard_margin: Duration,
@@ -344,9 +392,28 @@ pub struct TokenCacheBuilder {
     jitter: bool,
     on_refresh: Option<Hook>,
     keep_alive: Option<bool>,
+    store: Option<(Arc<dyn TokenStore>, StoreKey)>,
+    lease_ttl: Duration,
 }
 
 impl TokenCacheBuilder {
+    fn new(pair: Option<TokenPair>, refresher: Arc<dyn DynRefresh>) -> Self {
+        TokenCacheBuilder {
+            pair,
+            refresher,
+            refresh_ahead: Duration::from_secs(5 * 60),
+            hard_margin: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(30),
+            jitter: true,
+            on_refresh: None,
+            keep_alive: None,
+            store: None,
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+
     /// How long before expiry a request starts a background refresh (default 5 minutes). Capped
     /// at half the token's lifetime, so a 60 s SAT refreshes after 30 s.
     pub fn refresh_ahead(mut self, before_expiry: Duration) -> Self {
@@ -409,8 +476,121 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Shares the pair through `store` under `key`, with every cache (in this process or
+    /// another) that uses the same store and key: the cache reads the stored pair before each
+    /// refresh and refreshes only while it holds the key's lease (DESIGN.md, "Persistence
+    /// and replicas"; [`TokenStore`] has the protocol). Without a store (the default) the
+    /// cache keeps its pair to itself.
+    ///
+    /// With [`build`](Self::build) the cache starts from the builder's pair and meets the
+    /// store at its first refresh; [`start`](Self::start) reads the store first.
+    pub fn store(mut self, store: impl TokenStore, key: StoreKey) -> Self {
+        self.store = Some((Arc::new(store), key));
+        self
+    }
+
+    /// How long a refresh lease lasts (default 10 s). A refresh under it gets half of it at
+    /// most (and no more than the attempt timeout), so that its result is stored before the
+    /// lease ends and another replica takes over.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(10));
+        self
+    }
+
     /// Builds the cache. Nothing is spawned until the first request.
-    pub fn build(self) -> TokenCache {
+    ///
+    /// # Panics
+    ///
+    /// If the builder has no pair to start from (it came from [`TokenCache::from_store`]):
+    /// use [`start`](Self::start) for those.
+    pub fn build(mut self) -> TokenCache {
+        let pair = self
+            .pair
+            .take()
+            .expect("TokenCache::from_store builders start with .start().await, not .build()");
+        let link = self
+            .store
+            .take()
+            .map(|(store, key)| StoreLink::new(store, key, self.lease_ttl));
+        self.assemble(pair, link)
+    }
+
+    /// Builds the cache from what its store holds: the stored pair if it is usable (no
+    /// mint), else the builder's pair or, without one, a pair minted with
+    /// [`Refresh::mint`]; either is stored for the other replicas. If another replica stores
+    /// one first, that one is used. If the store cannot be reached, the cache starts alone
+    /// with the builder's or a minted pair, and shares once the store is back.
+    ///
+    /// Without a store this is [`build`](Self::build). Fails with the store's error when it
+    /// cannot be reached and there is nothing else to start from, with
+    /// [`Error::is_invalid_input`] when nothing usable is stored and the refresher cannot
+    /// mint, and with the mint's failure
+    /// ([`is_refresh_failed`](Error::is_refresh_failed) or
+    /// [`is_reauthentication_needed`](Error::is_reauthentication_needed)).
+    pub async fn start(mut self) -> Result<TokenCache, Error> {
+        let Some((store, key)) = self.store.take() else {
+            return Ok(self.build());
+        };
+        let link = StoreLink::new(store, key, self.lease_ttl);
+        for _ in 0..3 {
+            let expected = match link.load().await {
+                Ok(Some(stored)) if stored.is_usable() => match stored.to_pair() {
+                    Ok(pair) => {
+                        tracing::debug!(key = %link.key(), version = stored.version(), "cache starts from the stored pair");
+                        link.set_known(Some(stored.version()));
+                        return Ok(self.assemble(pair, Some(link)));
+                    }
+                    Err(_) => 0,
+                },
+                Ok(found) => found.map_or(0, |stored| stored.version()),
+                Err(error) if error.is_store_corrupt() => 0,
+                Err(error) => {
+                    tracing::warn!(key = %link.key(), error = %crate::error::Chain(&error), "token store unreachable at start; starting alone");
+                    let pair = match self.first_pair().await {
+                        Ok(pair) => pair,
+                        Err(_) => return Err(error),
+                    };
+                    return Ok(self.assemble(pair, Some(link)));
+                }
+            };
+            let pair = self.first_pair().await?;
+            match link.publish_first(&pair, expected).await {
+                Ok(Ok(version)) => {
+                    if version > 0 {
+                        link.set_known(Some(version));
+                    }
+                    return Ok(self.assemble(pair, Some(link)));
+                }
+                // Another replica stored one first: the next round starts from it.
+                Ok(Err(_theirs)) => continue,
+                Err(_) => return Ok(self.assemble(pair, Some(link))),
+            }
+        }
+        let pair = self.first_pair().await?;
+        Ok(self.assemble(pair, Some(link)))
+    }
+
+    /// The builder's pair, or a minted one.
+    async fn first_pair(&mut self) -> Result<TokenPair, Error> {
+        if let Some(pair) = self.pair.take() {
+            return Ok(pair);
+        }
+        if !self.refresher.can_mint() {
+            return Err(Error::invalid_input(
+                "nothing usable is stored and the refresher cannot mint (Refresh::can_mint)",
+            ));
+        }
+        self.refresher.mint_boxed().await.map_err(|error| {
+            let kind = if error.is_terminal() {
+                Kind::ReauthenticationNeeded
+            } else {
+                Kind::RefreshFailed
+            };
+            Error::new(kind).with_source(error)
+        })
+    }
+
+    fn assemble(self, pair: TokenPair, link: Option<StoreLink>) -> TokenCache {
         let seed = RandomState::new().hash_one(0u8);
         let settings = Settings {
             margins: Margins {
@@ -428,7 +608,7 @@ impl TokenCacheBuilder {
             timer_refresh: self.keep_alive != Some(false),
         };
         TokenCache {
-            shared: Arc::new(Shared::new(self.pair, Some(self.refresher), settings)),
+            shared: Arc::new(Shared::new(pair, Some(self.refresher), settings, link)),
         }
     }
 }
@@ -444,6 +624,8 @@ impl fmt::Debug for TokenCacheBuilder {
             .field("attempt_timeout", &self.attempt_timeout)
             .field("jitter", &self.jitter)
             .field("keep_alive", &self.keep_alive)
+            .field("store_key", &self.store.as_ref().map(|(_, key)| key))
+            .field("lease_ttl", &self.lease_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -485,7 +667,8 @@ impl CacheStats {
         self.attempts
     }
 
-    /// Refreshes whose pair was installed.
+    /// Refreshes whose pair was installed (with a [store](TokenCacheBuilder::store), pairs
+    /// adopted from another replica and minted ones count too).
     pub fn refreshes(&self) -> u64 {
         self.refreshes
     }

@@ -4,7 +4,8 @@
 //! order is rustfmt's):
 //! `pair` (a token pair) → `refresh` (how to get the next one) → `settings` (deadlines,
 //! backoff, jitter) → `state` (one installed pair and its phase) → `core` (the current state,
-//! counters, hook queue) → `flight` (the one refresh in flight) → `handle` (`TokenCache`).
+//! counters, hook queue) → `replica` (the lease protocol with a store) → `flight` (the one
+//! refresh in flight) → `handle` (`TokenCache`).
 
 mod authorization;
 mod core;
@@ -12,6 +13,7 @@ mod flight;
 mod handle;
 mod pair;
 mod refresh;
+mod replica;
 mod settings;
 mod state;
 
@@ -23,4 +25,5 @@ pub(crate) use handle::{LocalCache, Ticket};
 pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};
+pub use replica::StoreStats;
 pub(crate) use state::State;

@@ -37,6 +37,22 @@ pub trait Refresh: Send + Sync + 'static {
         &self,
         current: &TokenPair,
     ) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send;
+
+    /// Whether [`mint`](Self::mint) can start a new chain without a refresh token (default
+    /// `false`). A cache that shares its pair through a [`TokenStore`](crate::TokenStore)
+    /// mints when it must not present the refresh token it holds: the store is unreachable
+    /// (no lease, so no refresh), the stored value is garbage, or the replica that held the
+    /// lease vanished mid-refresh and may have spent it.
+    fn can_mint(&self) -> bool {
+        false
+    }
+
+    /// A new pair that spends no refresh token. The default fails: it cannot.
+    fn mint(&self) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        std::future::ready(Err(RefreshError::terminal(
+            "this refresher cannot mint a new pair",
+        )))
+    }
 }
 
 impl<F, Fut> Refresh for F

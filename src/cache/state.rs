@@ -107,6 +107,11 @@ impl State {
         }
     }
 
+    /// When requests start waiting for a new pair.
+    pub(crate) fn hard_at(&self) -> Instant {
+        self.hard_at
+    }
+
     /// The phase the timer last marked. `Relaxed` is enough: the state itself was published by
     /// the `ArcSwap`, and a phase seen a moment late only delays a refresh by one request.
     #[inline]

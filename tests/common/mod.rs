@@ -8,8 +8,14 @@
 //! - [`Echo`], an in-memory service, and [`now`] / [`call_now`] to drive ready futures
 //!   without a runtime.
 //!
+//! - [`store`]: an in-memory refresh chain and a store that fails on demand; [`redis`]: a
+//!   real `redis-server` per test.
+//!
 //! Each test binary uses a different part of this module.
 #![allow(dead_code)]
+
+pub mod redis;
+pub mod store;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -795,6 +801,20 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// Captures every `tracing` event and span (trace level) on this thread until the guard
+    /// is dropped: run the test on a current-thread runtime so every task's events land here.
+    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
     /// What was written so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
