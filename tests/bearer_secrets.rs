@@ -5,7 +5,6 @@ mod common;
 
 use std::{
     collections::HashSet,
-    error::Error as StdError,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,17 +16,6 @@ use http_body_util::Full;
 use signalwire_auth::{BearerAuthLayer, ReplayBody, ReplaySkipped, TokenCache, TokenPair};
 use tokio::time::{Instant, advance};
 use tower::{Layer, Service, ServiceExt};
-
-/// `Display`, `Debug` and the whole `source` chain of an error.
-fn describe(error: &(dyn StdError + 'static)) -> String {
-    let mut text = format!("{error} / {error:?}");
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(&format!(" / {cause} / {cause:?}"));
-        next = cause.source();
-    }
-    text
-}
 
 #[tokio::test(start_paused = true)]
 async fn tokens_never_reach_debug_output_or_traces() {

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::error::Error as StdError;
-
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
@@ -14,32 +12,10 @@ use signalwire_auth::{
     mock::{Fault, MockEndpoint},
 };
 use tower::{Layer, ServiceExt};
-use tracing::Level;
-use tracing_subscriber::fmt::format::FmtSpan;
-
-/// `Display`, `Debug` and the whole `source` chain of an error.
-fn describe(error: &(dyn StdError + 'static)) -> String {
-    let mut text = format!("{error} / {error:?}");
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(&format!(" / {cause} / {cause:?}"));
-        next = cause.source();
-    }
-    text
-}
 
 #[tokio::test]
 async fn pool_events_name_the_subscriber_and_space_and_nothing_shows_a_secret() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let (logs, _guard) = Captured::install();
 
     let mock = MockSpace::builder()
         .credentials(seed_credentials())

@@ -812,7 +812,10 @@ impl Captured {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Callsites first hit under another test's subscriber cached their interest.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
     }
 
     /// What was written so far.
@@ -846,4 +849,15 @@ pub async fn settle(cache: &TokenCache) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     panic!("a refresh never finished");
+}
+
+/// `Display`, `Debug` and the whole `source` chain of an error.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("{error} / {error:?}");
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(&format!(" / {cause} / {cause:?}"));
+        next = cause.source();
+    }
+    text
 }
