@@ -16,11 +16,11 @@ use super::{
     Refresh, TokenPair,
     core::DynRefresh,
     flight::{Need, Shared, WaitFuture},
-    replica::{StoreLink, StoreStats},
+    replica::{FirstMint, StoreLink, StoreStats},
     settings::{Hook, Margins, Settings, unit},
     state::{Phase, State},
 };
-use crate::{Error, StoreKey, TokenStore, error::Kind};
+use crate::{Error, StoreKey, StoredPair, TokenStore, error::Kind};
 
 /// The current [`TokenPair`] of one subscriber, and the single-flight refresh that replaces it.
 ///
@@ -178,7 +178,13 @@ impl TokenCache {
         store: impl TokenStore,
         key: StoreKey,
     ) -> TokenCacheBuilder {
-        TokenCacheBuilder::new(None, Arc::new(refresher)).store(store, key)
+        Self::unstarted(refresher).store(store, key)
+    }
+
+    /// A builder with no pair: it must get one from its store, or mint, in
+    /// [`start`](TokenCacheBuilder::start).
+    pub(crate) fn unstarted(refresher: impl Refresh) -> TokenCacheBuilder {
+        TokenCacheBuilder::new(None, Arc::new(refresher))
     }
 
     /// A cache for a token that is never refreshed: a guest token, an API key, any bearer.
@@ -484,8 +490,13 @@ impl TokenCacheBuilder {
     ///
     /// With [`build`](Self::build) the cache starts from the builder's pair and meets the
     /// store at its first refresh; [`start`](Self::start) reads the store first.
-    pub fn store(mut self, store: impl TokenStore, key: StoreKey) -> Self {
-        self.store = Some((Arc::new(store), key));
+    pub fn store(self, store: impl TokenStore, key: StoreKey) -> Self {
+        self.shared_store(Arc::new(store), key)
+    }
+
+    /// [`store`](Self::store) with a store other caches hold too (a pool's entries).
+    pub(crate) fn shared_store(mut self, store: Arc<dyn TokenStore>, key: StoreKey) -> Self {
+        self.store = Some((store, key));
         self
     }
 
@@ -518,7 +529,9 @@ impl TokenCacheBuilder {
     /// Builds the cache from what its store holds: the stored pair if it is usable (no
     /// mint), else the builder's pair or, without one, a pair minted with
     /// [`Refresh::mint`]; either is stored for the other replicas. If another replica stores
-    /// one first, that one is used. If the store cannot be reached, the cache starts alone
+    /// one first, that one is used. Replicas starting at once with nothing stored mint one
+    /// pair between them: the one that takes the key's lease mints, and the others wait for
+    /// its pair (for at most the lease TTL plus the attempt timeout, then they mint their own). If the store cannot be reached, the cache starts alone
     /// with the builder's or a minted pair, and shares once the store is back.
     ///
     /// Without a store this is [`build`](Self::build). Fails with the store's error when it
@@ -527,51 +540,87 @@ impl TokenCacheBuilder {
     /// mint, and with the mint's failure
     /// ([`is_refresh_failed`](Error::is_refresh_failed) or
     /// [`is_reauthentication_needed`](Error::is_reauthentication_needed)).
-    pub async fn start(mut self) -> Result<TokenCache, Error> {
+    pub async fn start(self) -> Result<TokenCache, Error> {
+        self.start_counting(&mut 0).await
+    }
+
+    /// [`start`](Self::start), adding to `mints` each [`Refresh::mint`] it calls (a pool counts
+    /// the mints of its new entries).
+    pub(crate) async fn start_counting(mut self, mints: &mut u64) -> Result<TokenCache, Error> {
         let Some((store, key)) = self.store.take() else {
             return Ok(self.build());
         };
         let link = StoreLink::new(store, key, self.lease_ttl);
+        let mut leased = false;
+        let started = self.first_shared_pair(&link, mints, &mut leased).await;
+        if leased {
+            link.release().await;
+        }
+        Ok(self.assemble(started?, Some(link)))
+    }
+
+    /// The pair a cache with a store starts from (see [`start`](Self::start)). Sets `leased`
+    /// when it took the key's lease, which the caller releases.
+    async fn first_shared_pair(
+        &mut self,
+        link: &StoreLink,
+        mints: &mut u64,
+        leased: &mut bool,
+    ) -> Result<TokenPair, Error> {
+        let adopt = |stored: &StoredPair| {
+            let pair = stored.to_pair().ok()?;
+            tracing::debug!(key = %link.key(), version = stored.version(), "cache starts from the stored pair");
+            link.set_known(Some(stored.version()));
+            Some(pair)
+        };
         for _ in 0..3 {
             let expected = match link.load().await {
-                Ok(Some(stored)) if stored.is_usable() => match stored.to_pair() {
-                    Ok(pair) => {
-                        tracing::debug!(key = %link.key(), version = stored.version(), "cache starts from the stored pair");
-                        link.set_known(Some(stored.version()));
-                        return Ok(self.assemble(pair, Some(link)));
-                    }
-                    Err(_) => 0,
+                Ok(Some(stored)) if stored.is_usable() => match adopt(&stored) {
+                    Some(pair) => return Ok(pair),
+                    None => 0,
                 },
                 Ok(found) => found.map_or(0, |stored| stored.version()),
                 Err(error) if error.is_store_corrupt() => 0,
                 Err(error) => {
                     tracing::warn!(key = %link.key(), error = %crate::error::Chain(&error), "token store unreachable at start; starting alone");
-                    let pair = match self.first_pair().await {
-                        Ok(pair) => pair,
-                        Err(_) => return Err(error),
-                    };
-                    return Ok(self.assemble(pair, Some(link)));
+                    return self.first_pair(mints).await.map_err(|_| error);
                 }
             };
-            let pair = self.first_pair().await?;
+            // Nothing usable is stored and this cache would mint: replicas starting at once
+            // mint one pair between them, the one holding the lease, and the others wait for
+            // it (and mint their own only if it does not come in time).
+            if self.pair.is_none() && !*leased {
+                match link.first_mint(self.attempt_timeout).await {
+                    // Read again under the lease: a pair may have been stored meanwhile.
+                    FirstMint::Leased => {
+                        *leased = true;
+                        continue;
+                    }
+                    FirstMint::Stored(stored) => match adopt(&stored) {
+                        Some(pair) => return Ok(pair),
+                        None => continue,
+                    },
+                    FirstMint::Alone => {}
+                }
+            }
+            let pair = self.first_pair(mints).await?;
             match link.publish_first(&pair, expected).await {
                 Ok(Ok(version)) => {
                     if version > 0 {
                         link.set_known(Some(version));
                     }
-                    return Ok(self.assemble(pair, Some(link)));
+                    return Ok(pair);
                 }
                 // Another replica stored one first: the next round starts from it.
                 Ok(Err(_theirs)) => continue,
-                Err(_) => return Ok(self.assemble(pair, Some(link))),
+                Err(_) => return Ok(pair),
             }
         }
-        let pair = self.first_pair().await?;
-        Ok(self.assemble(pair, Some(link)))
+        self.first_pair(mints).await
     }
 
     /// The builder's pair, or a minted one.
-    async fn first_pair(&mut self) -> Result<TokenPair, Error> {
+    async fn first_pair(&mut self, mints: &mut u64) -> Result<TokenPair, Error> {
         if let Some(pair) = self.pair.take() {
             return Ok(pair);
         }
@@ -580,6 +629,7 @@ impl TokenCacheBuilder {
                 "nothing usable is stored and the refresher cannot mint (Refresh::can_mint)",
             ));
         }
+        *mints += 1;
         self.refresher.mint_boxed().await.map_err(|error| {
             let kind = if error.is_terminal() {
                 Kind::ReauthenticationNeeded

@@ -37,6 +37,16 @@ use crate::{
     error::{Chain, Kind},
 };
 
+/// How a cache starting with nothing usable stored gets its first pair.
+pub(crate) enum FirstMint {
+    /// It holds the lease: it mints.
+    Leased,
+    /// Another replica stored this meanwhile.
+    Stored(StoredPair),
+    /// The store failed, or the lease holder stored nothing in time: it mints alone.
+    Alone,
+}
+
 /// What this cache knows of the store: the version of the last pair it read or wrote, and
 /// whether its installed pair is that stored pair (so other replicas may hold it).
 #[derive(Clone, Copy, Default, Debug)]
@@ -187,18 +197,7 @@ impl StoreLink {
                 let result = self
                     .as_holder(refresher, settings, current, lease_from, urgent)
                     .await;
-                match self
-                    .call(self.store.release_lease(&self.key, &self.owner))
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::debug!(key = %self.key, "refresh lease had expired before its release")
-                    }
-                    Err(error) => {
-                        tracing::debug!(key = %self.key, error = %Chain(&error), "could not release the refresh lease; it expires on its own")
-                    }
-                }
+                self.release().await;
                 return result;
             }
             if !waited {
@@ -223,12 +222,68 @@ impl StoreLink {
                     ),
                 ));
             }
-            let poll =
-                (self.lease_ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
-            tokio::select! {
-                () = changed(&mut changes, &self.key) => {}
-                () = tokio::time::sleep(poll) => {}
+            self.pause(&mut changes).await;
+        }
+    }
+
+    /// Releases the key's lease, which this cache holds.
+    pub(crate) async fn release(&self) {
+        match self
+            .call(self.store.release_lease(&self.key, &self.owner))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(key = %self.key, "refresh lease had expired before its release")
             }
+            Err(error) => {
+                tracing::debug!(key = %self.key, error = %Chain(&error), "could not release the refresh lease; it expires on its own")
+            }
+        }
+    }
+
+    /// At start, with nothing usable stored and a mint ahead: takes the key's lease for the
+    /// mint, or waits for the replica holding it to store its pair, for at most the lease TTL
+    /// plus `attempt_timeout`.
+    pub(crate) async fn first_mint(&self, attempt_timeout: Duration) -> FirstMint {
+        let give_up = Instant::now() + self.lease_ttl + attempt_timeout;
+        let mut changes = self.store.changes();
+        loop {
+            match self
+                .call(
+                    self.store
+                        .acquire_lease(&self.key, &self.owner, self.lease_ttl),
+                )
+                .await
+            {
+                Ok(true) => {
+                    bump(&self.counters.leases);
+                    return FirstMint::Leased;
+                }
+                Ok(false) => bump(&self.counters.lease_waits),
+                Err(_) => return FirstMint::Alone,
+            }
+            match self.call(self.store.load(&self.key)).await {
+                Ok(Some(stored)) if stored.is_usable() => return FirstMint::Stored(stored),
+                Ok(_) => {}
+                Err(error) if error.is_store_corrupt() => {}
+                Err(_) => return FirstMint::Alone,
+            }
+            if Instant::now() >= give_up {
+                tracing::debug!(key = %self.key, "no replica stored a first pair in time; minting alone");
+                return FirstMint::Alone;
+            }
+            self.pause(&mut changes).await;
+        }
+    }
+
+    /// Waits for a change of the key, or a poll interval.
+    async fn pause(&self, changes: &mut broadcast::Receiver<StoreKey>) {
+        let poll =
+            (self.lease_ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        tokio::select! {
+            () = changed(changes, &self.key) => {}
+            () = tokio::time::sleep(poll) => {}
         }
     }
 
@@ -564,7 +619,7 @@ pub struct StoreStats {
 }
 
 impl StoreStats {
-    /// Refresh leases this cache took.
+    /// Leases this cache took: to refresh, or at start to mint the first pair.
     pub fn leases(&self) -> u64 {
         self.leases
     }

@@ -10,10 +10,10 @@ use tower::BoxError;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::TokenPool;
+use super::{TokenPool, stats::Counters};
 use crate::{
-    CreateSubscriberToken, Error, Refresh, RefreshError, SubscriberRefresher, TokenCache,
-    TokenCacheBuilder, TokenClient, TokenPair, api::DefaultService, cache::BoxFuture,
+    CreateSubscriberToken, Error, Refresh, RefreshError, StoreKey, SubscriberRefresher, TokenCache,
+    TokenCacheBuilder, TokenClient, TokenPair, TokenStore, api::DefaultService, cache::BoxFuture,
 };
 
 /// The default bound on live entries.
@@ -53,6 +53,7 @@ pub struct TokenPoolBuilder<S = DefaultService> {
     client: TokenClient<S>,
     template: CreateSubscriberToken,
     settings: Option<CacheSettings>,
+    store: Option<Arc<dyn TokenStore>>,
     max_subscribers: u64,
     idle_timeout: Duration,
 }
@@ -63,6 +64,7 @@ impl<S> TokenPoolBuilder<S> {
             client,
             template: CreateSubscriberToken::new(""),
             settings: None,
+            store: None,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
@@ -86,6 +88,41 @@ impl<S> TokenPoolBuilder<S> {
         settings: impl Fn(TokenCacheBuilder) -> TokenCacheBuilder + Send + Sync + 'static,
     ) -> Self {
         self.settings = Some(Arc::new(settings));
+        self
+    }
+
+    /// Shares every entry's pair through `store`, under
+    /// [`StoreKey::new(space, reference)`](StoreKey::new): pools in other replicas (or this
+    /// process after a restart) with the same store and space share each subscriber's refresh
+    /// chain instead of minting their own, and an entry minted again after an eviction starts
+    /// from its stored pair. A new entry reads the store first and mints only when nothing
+    /// usable is stored ([`PoolStats::loaded`](crate::PoolStats::loaded) counts the others);
+    /// each entry then refreshes only while it holds its subscriber's lease, as
+    /// [`TokenCacheBuilder::store`] describes. The lease TTL is a cache setting
+    /// ([`cache_settings`](Self::cache_settings) with
+    /// [`lease_ttl`](TokenCacheBuilder::lease_ttl)). Default: no store, each entry keeps its
+    /// pair to itself.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use signalwire_auth::{MemoryStore, MockSpace, TokenPool, mock::MockEndpoint};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let store = MemoryStore::new();
+    /// let first = TokenPool::with_client(mock.token_client()).store(store.clone()).build();
+    /// let second = TokenPool::with_client(mock.token_client()).store(store).build();
+    ///
+    /// let alice = first.cache("alice@example.com").await?; // minted, and stored
+    /// let again = second.cache("alice@example.com").await?; // read from the store
+    /// assert_eq!(alice.current().access_token(), again.current().access_token());
+    /// assert_eq!(mock.calls(MockEndpoint::CreateSubscriberToken), 1);
+    /// assert_eq!((second.stats().mints(), second.stats().loaded()), (0, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -121,6 +158,7 @@ where
             client: self.client,
             template: self.template,
             settings: self.settings,
+            store: self.store,
             space: Arc::clone(&space),
         };
         TokenPool::new(
@@ -137,21 +175,29 @@ impl<S> fmt::Debug for TokenPoolBuilder<S> {
         f.debug_struct("TokenPoolBuilder")
             .field("client", &self.client)
             .field("template", &self.template)
+            .field("store", &self.store.is_some())
             .field("max_subscribers", &self.max_subscribers)
             .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// Mints a new entry: `TokenPool` without the client's type parameter.
+/// Makes a new entry: `TokenPool` without the client's type parameter.
 pub(crate) trait Mint: Send + Sync + 'static {
-    fn mint<'a>(&'a self, reference: &'a Arc<str>) -> BoxFuture<'a, Result<TokenCache, Error>>;
+    /// The entry for `reference`, counting in `counters` the mints it made and whether it
+    /// came from the store.
+    fn mint<'a>(
+        &'a self,
+        reference: &'a Arc<str>,
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<TokenCache, Error>>;
 }
 
 struct Minter<S> {
     client: TokenClient<S>,
     template: CreateSubscriberToken,
     settings: Option<CacheSettings>,
+    store: Option<Arc<dyn TokenStore>>,
     /// The space host, for tracing.
     space: Arc<str>,
 }
@@ -165,25 +211,69 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// The entry for `reference`, from its first pair: the only place an entry's cache is
-    /// built, from the template and the pool's cache settings.
-    fn entry(
+    /// The refresher of `reference`'s entry: re-mints with `request` when its chain breaks.
+    fn refresher(
         &self,
         reference: &Arc<str>,
         request: CreateSubscriberToken,
-        pair: TokenPair,
-    ) -> TokenCache {
-        let refresher = Traced {
+    ) -> Traced<SubscriberRefresher<S>> {
+        Traced {
             inner: SubscriberRefresher::with_client(self.client.clone()).with_remint(request),
             subscriber: Arc::clone(reference),
             space: Arc::clone(&self.space),
-        };
-        let builder = TokenCache::builder(pair, refresher);
+        }
+    }
+
+    /// The pool's cache settings on an entry's builder: the only place they are applied.
+    fn configure(&self, builder: TokenCacheBuilder) -> TokenCacheBuilder {
         match &self.settings {
             Some(apply) => apply(builder),
             None => builder,
         }
-        .build()
+    }
+
+    /// Without a store: mints the entry's first pair.
+    async fn mint_alone(
+        &self,
+        reference: &Arc<str>,
+        counters: &Counters,
+    ) -> Result<TokenCache, Error> {
+        let request = self.template.clone().for_reference(&**reference);
+        tracing::debug!("minting a token for a new pool entry");
+        Counters::add(&counters.mints);
+        let minted = self.client.create_subscriber_token(&request).await?;
+        tracing::debug!(
+            expires_in_s = minted.pair().lifetime().as_secs(),
+            "pool entry minted"
+        );
+        let refresher = self.refresher(reference, request);
+        Ok(self
+            .configure(TokenCache::builder(minted.into_pair(), refresher))
+            .build())
+    }
+
+    /// With a store: starts from the stored pair, minting only when none is usable.
+    async fn start_shared(
+        &self,
+        store: &Arc<dyn TokenStore>,
+        reference: &Arc<str>,
+        counters: &Counters,
+    ) -> Result<TokenCache, Error> {
+        let request = self.template.clone().for_reference(&**reference);
+        let key = StoreKey::new(self.client.space(), reference);
+        let builder = self
+            .configure(TokenCache::unstarted(self.refresher(reference, request)))
+            .shared_store(Arc::clone(store), key);
+        let mut mints = 0;
+        let result = builder.start_counting(&mut mints).await;
+        counters
+            .mints
+            .fetch_add(mints, std::sync::atomic::Ordering::Relaxed);
+        if result.is_ok() && mints == 0 {
+            tracing::debug!("pool entry started from the stored pair");
+            Counters::add(&counters.loaded);
+        }
+        result
     }
 }
 
@@ -196,26 +286,23 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    fn mint<'a>(&'a self, reference: &'a Arc<str>) -> BoxFuture<'a, Result<TokenCache, Error>> {
+    fn mint<'a>(
+        &'a self,
+        reference: &'a Arc<str>,
+        counters: &'a Counters,
+    ) -> BoxFuture<'a, Result<TokenCache, Error>> {
         let span =
             tracing::debug_span!("subscriber_mint", subscriber = %reference, space = %self.space);
         Box::pin(
             async move {
-                let request = self.template.clone().for_reference(&**reference);
-                tracing::debug!("minting a token for a new pool entry");
-                match self.client.create_subscriber_token(&request).await {
-                    Ok(minted) => {
-                        tracing::debug!(
-                            expires_in_s = minted.pair().lifetime().as_secs(),
-                            "pool entry minted"
-                        );
-                        Ok(self.entry(reference, request, minted.into_pair()))
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = %crate::error::Chain(&error), "pool entry mint failed");
-                        Err(error)
-                    }
+                let result = match &self.store {
+                    None => self.mint_alone(reference, counters).await,
+                    Some(store) => self.start_shared(store, reference, counters).await,
+                };
+                if let Err(error) = &result {
+                    tracing::warn!(error = %crate::error::Chain(error), "pool entry mint failed");
                 }
+                result
             }
             .instrument(span),
         )
@@ -240,5 +327,18 @@ impl<R: Refresh> Refresh for Traced<R> {
             space = %self.space
         );
         self.inner.refresh(current).instrument(span)
+    }
+
+    fn can_mint(&self) -> bool {
+        self.inner.can_mint()
+    }
+
+    fn mint(&self) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        let span = tracing::debug_span!(
+            "subscriber_remint",
+            subscriber = %self.subscriber,
+            space = %self.space
+        );
+        self.inner.mint().instrument(span)
     }
 }

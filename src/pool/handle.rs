@@ -168,8 +168,7 @@ impl TokenPool {
         let mut minted = false;
         let init = async {
             minted = true;
-            Counters::add(&inner.book.counters.mints);
-            let result = inner.minter.mint(reference).await;
+            let result = inner.minter.mint(reference, &inner.book.counters).await;
             match &result {
                 Ok(cache) => inner
                     .book
@@ -220,6 +219,7 @@ impl TokenPool {
             hits: book.index.hits(),
             misses: Counters::get(&book.counters.misses),
             mints: Counters::get(&book.counters.mints),
+            loaded: Counters::get(&book.counters.loaded),
             mint_failures: Counters::get(&book.counters.mint_failures),
             evictions: Counters::get(&book.counters.evictions),
             live: book.index.len(),

@@ -26,6 +26,7 @@ pub struct PoolStats {
     pub(crate) hits: u64,
     pub(crate) misses: u64,
     pub(crate) mints: u64,
+    pub(crate) loaded: u64,
     pub(crate) mint_failures: u64,
     pub(crate) evictions: u64,
     pub(crate) live: u64,
@@ -49,7 +50,15 @@ impl PoolStats {
         self.mints
     }
 
-    /// Of those, the ones that failed (each failure is shared by the lookups that waited for it).
+    /// New entries that started from a usable pair in the pool's
+    /// [store](crate::TokenPoolBuilder::store), without a mint.
+    pub fn loaded(&self) -> u64 {
+        self.loaded
+    }
+
+    /// New entries that could not be made: a failed mint, or, with a store, nothing usable
+    /// stored (or the store unreachable) and a failed mint. Each failure is shared by the
+    /// lookups that waited for it.
     pub fn mint_failures(&self) -> u64 {
         self.mint_failures
     }
@@ -69,6 +78,7 @@ impl PoolStats {
 pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) mints: AtomicU64,
+    pub(crate) loaded: AtomicU64,
     pub(crate) mint_failures: AtomicU64,
     pub(crate) evictions: AtomicU64,
 }
