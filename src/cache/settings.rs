@@ -96,21 +96,39 @@ impl Settings {
         }
     }
 
-    /// Capped exponential backoff with "equal jitter": half the step is fixed so retries never
-    /// come too soon, half is random so that caches failing together do not retry together.
+    /// [`backoff`] with this cache's settings.
     pub(crate) fn backoff(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
-        let step = self
-            .backoff_base
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.backoff_cap);
-        let delay = if self.jitter {
-            step / 2 + (step / 2).mul_f64(unit(self.seed ^ u64::from(failures)))
-        } else {
-            step
-        };
-        // A server may ask for a long pause, but not for one that outlives the chain.
-        retry_after.map_or(delay, |at_least| delay.max(at_least.min(MAX_RETRY_AFTER)))
+        let seed = self.jitter.then_some(self.seed);
+        backoff(
+            self.backoff_base,
+            self.backoff_cap,
+            failures,
+            seed,
+            retry_after,
+        )
     }
+}
+
+/// The delay before the next attempt after `failures` failures in a row: capped exponential
+/// backoff with "equal jitter" (with a `seed`): half the step is fixed so retries never come
+/// too soon, half is random so that callers failing together do not retry together. At least
+/// a server's `retry_after`, within reason.
+pub(crate) fn backoff(
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+    seed: Option<u64>,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let step = base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(cap);
+    let delay = match seed {
+        Some(seed) => step / 2 + (step / 2).mul_f64(unit(seed ^ u64::from(failures))),
+        None => step,
+    };
+    // A server may ask for a long pause, but not for one that outlives the chain.
+    retry_after.map_or(delay, |at_least| delay.max(at_least.min(MAX_RETRY_AFTER)))
 }
 
 /// A number in `[0, 1)` from a seed (splitmix64's finaliser), for jitter that needs no RNG crate.

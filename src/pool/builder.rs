@@ -56,6 +56,7 @@ pub struct TokenPoolBuilder<S = DefaultService> {
     store: Option<Arc<dyn TokenStore>>,
     max_subscribers: u64,
     idle_timeout: Duration,
+    mint_backoff: (Duration, Duration),
 }
 
 impl<S> TokenPoolBuilder<S> {
@@ -67,6 +68,7 @@ impl<S> TokenPoolBuilder<S> {
             store: None,
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            mint_backoff: (Duration::from_secs(1), Duration::from_secs(30)),
         }
     }
 
@@ -133,6 +135,16 @@ impl<S> TokenPoolBuilder<S> {
         self
     }
 
+    /// The backoff between failed mints of one subscriber (default 1 s, doubling up to 30 s,
+    /// with jitter, and at least a 429's `Retry-After`): the next lookup after a failed mint
+    /// mints again, but not sooner. A lookup that finds the next mint due within 5 s waits
+    /// for it; one that finds it later fails at once with [`Error::is_mint_failed`] and the
+    /// last failure as its source, and sends nothing. A mint that succeeds clears the count.
+    pub fn mint_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.mint_backoff = (base, cap.max(base));
+        self
+    }
+
     /// How long after its last use an entry is evicted (default [`DEFAULT_IDLE_TIMEOUT`]):
     /// between this and 1.25 times this, as idleness is checked four times per timeout.
     /// At least 4 ms.
@@ -166,6 +178,7 @@ where
             space,
             self.max_subscribers,
             self.idle_timeout,
+            self.mint_backoff,
         )
     }
 }
@@ -178,6 +191,7 @@ impl<S> fmt::Debug for TokenPoolBuilder<S> {
             .field("store", &self.store.is_some())
             .field("max_subscribers", &self.max_subscribers)
             .field("idle_timeout", &self.idle_timeout)
+            .field("mint_backoff", &self.mint_backoff)
             .finish_non_exhaustive()
     }
 }

@@ -12,7 +12,12 @@ use std::{
 use moka::{future::Cache, notification::RemovalCause, policy::EvictionPolicy};
 
 use super::{
-    PoolStats, Subscriber, TokenPoolBuilder, builder::Mint, index::Index, stats::Counters, sweep,
+    PoolStats, Subscriber, TokenPoolBuilder,
+    builder::Mint,
+    index::Index,
+    retry::{Failures, MINT_WAIT},
+    stats::Counters,
+    sweep,
 };
 #[cfg(feature = "https")]
 use crate::{Credentials, Space};
@@ -31,8 +36,9 @@ use crate::{Error, TokenCache, TokenClient, bearer::Lookup, error::Kind};
 ///
 /// - [`cache`](Self::cache) returns the subscriber's cache, minting it first if needed. However
 ///   many lookups race for a new subscriber, one mint goes out; if it fails, every lookup that
-///   waited for it fails with [`Error::is_mint_failed`], nothing is kept, and the next lookup
-///   mints again.
+///   waited for it fails with [`Error::is_mint_failed`], no entry is kept, and a later lookup
+///   mints again, after a backoff ([`mint_backoff`](TokenPoolBuilder::mint_backoff)) so that a
+///   failing subscriber's traffic does not become a flood of mints.
 /// - [`BearerAuthLayer::pooled`](crate::BearerAuthLayer::pooled) sends, per request, the token
 ///   of the [`Subscriber`] in the request's extensions.
 /// - At most [`max_subscribers`](TokenPoolBuilder::max_subscribers) entries are kept (the least
@@ -76,6 +82,7 @@ pub(crate) struct Inner {
     pub(crate) entries: Cache<Arc<str>, TokenCache>,
     pub(crate) book: Arc<Book>,
     minter: Arc<dyn Mint>,
+    failures: Failures,
     space: Arc<str>,
     max_subscribers: u64,
     pub(crate) idle_timeout: Duration,
@@ -106,6 +113,7 @@ impl TokenPool {
         space: Arc<str>,
         max_subscribers: u64,
         idle_timeout: Duration,
+        (backoff_base, backoff_cap): (Duration, Duration),
     ) -> Self {
         let book = Arc::new(Book {
             index: Index::new(),
@@ -130,6 +138,7 @@ impl TokenPool {
                 entries,
                 book,
                 minter,
+                failures: Failures::new(backoff_base, backoff_cap, max_subscribers),
                 space,
                 max_subscribers,
                 idle_timeout,
@@ -142,8 +151,10 @@ impl TokenPool {
     ///
     /// Fails with [`Error::is_mint_failed`] (the cause, an
     /// [`ApiError`](crate::ApiError) or a transport error, is its
-    /// [`source`](std::error::Error::source)), and with [`Error::is_invalid_input`] for an
-    /// empty reference.
+    /// [`source`](std::error::Error::source)), also without minting while the subscriber's
+    /// last mint failed and the next is not yet due
+    /// ([`mint_backoff`](TokenPoolBuilder::mint_backoff)), and with
+    /// [`Error::is_invalid_input`] for an empty reference.
     pub async fn cache(&self, reference: &str) -> Result<TokenCache, Error> {
         self.cache_for(&Subscriber::new(reference)).await
     }
@@ -165,6 +176,19 @@ impl TokenPool {
         let inner = &self.inner;
         Counters::add(&inner.book.counters.misses);
         let reference = subscriber.shared_reference();
+        if let Some(failed) = inner.failures.pending(reference).await {
+            let wait = failed.retry_at - tokio::time::Instant::now();
+            if wait > MINT_WAIT {
+                return Err(Error::new(Kind::MintFailed)
+                    .with_detail(format!(
+                        "subscriber {:?}: its last mint failed; the next in {} s",
+                        subscriber.reference(),
+                        wait.as_secs()
+                    ))
+                    .with_source(failed.error));
+            }
+            tokio::time::sleep_until(failed.retry_at).await;
+        }
         let mut minted = false;
         let init = async {
             minted = true;
@@ -183,6 +207,13 @@ impl TokenPool {
             .try_get_with(Arc::clone(reference), init)
             .await;
         if minted {
+            match &result {
+                Ok(_) => inner.failures.succeeded(reference).await,
+                Err(shared) => {
+                    let delay = inner.failures.failed(reference, Arc::clone(shared)).await;
+                    tracing::debug!(subscriber = %reference, retry_in_ms = delay.as_millis() as u64, "next mint after a backoff");
+                }
+            }
             // Applies the bound now: moka otherwise evicts on its own schedule, and the pool
             // could hold more than `max_subscribers` in between.
             inner.entries.run_pending_tasks().await;

@@ -5,11 +5,12 @@
 //!
 //! Files: `subscriber` (the request extension), `stats`, `index` (the lookup every request
 //! makes, in front of moka), `builder` (settings, and the one place an entry's cache is made),
-//! `handle` (`TokenPool`, over moka's future cache), `sweep` (idle eviction).
+//! `handle` (`TokenPool`, over moka's future cache), `sweep` (idle eviction), `retry` (backoff between failed mints).
 
 mod builder;
 mod handle;
 mod index;
+mod retry;
 mod stats;
 mod subscriber;
 mod sweep;
