@@ -18,7 +18,8 @@ use tower_service::Service;
 
 use crate::{
     CreateSubscriberToken, Error, Refresh, RefreshError, SubscriberToken, TokenClient, TokenPair,
-    api::DefaultService, error::Kind,
+    api::{DefaultService, TokenService},
+    error::Kind,
 };
 #[cfg(feature = "https")]
 use crate::{Credentials, Space};
@@ -322,15 +323,7 @@ where
     }
 }
 
-impl<S, B> Refresh for SubscriberRefresher<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> Refresh for SubscriberRefresher<S> {
     fn refresh(
         &self,
         current: &TokenPair,

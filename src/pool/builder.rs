@@ -2,18 +2,14 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body::Body;
-use http_body_util::Full;
-use tower::BoxError;
-use tower_service::Service;
 use tracing::Instrument;
 
 use super::TokenPool;
 use crate::{
     CreateSubscriberToken, Error, Refresh, RefreshError, SubscriberRefresher, TokenCache,
-    TokenCacheBuilder, TokenClient, TokenPair, api::DefaultService, cache::BoxFuture,
+    TokenCacheBuilder, TokenClient, TokenPair,
+    api::{DefaultService, TokenService},
+    cache::BoxFuture,
 };
 
 /// The default bound on live entries.
@@ -105,15 +101,7 @@ impl<S> TokenPoolBuilder<S> {
     }
 }
 
-impl<S, B> TokenPoolBuilder<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> TokenPoolBuilder<S> {
     /// Builds the pool. Nothing is minted or spawned until the first lookup.
     pub fn build(self) -> TokenPool {
         let space: Arc<str> = self.client.space().host().into();
@@ -156,15 +144,7 @@ struct Minter<S> {
     space: Arc<str>,
 }
 
-impl<S, B> Minter<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> Minter<S> {
     /// The entry for `reference`, from its first pair: the only place an entry's cache is
     /// built, from the template and the pool's cache settings.
     fn entry(
@@ -187,15 +167,7 @@ where
     }
 }
 
-impl<S, B> Mint for Minter<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> Mint for Minter<S> {
     fn mint<'a>(&'a self, reference: &'a Arc<str>) -> BoxFuture<'a, Result<TokenCache, Error>> {
         let span =
             tracing::debug_span!("subscriber_mint", subscriber = %reference, space = %self.space);
