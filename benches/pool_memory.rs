@@ -28,10 +28,24 @@ const SUBSCRIBERS: usize = 100_000;
 /// Bytes and blocks currently allocated, process-wide.
 static BYTES: AtomicIsize = AtomicIsize::new(0);
 static BLOCKS: AtomicIsize = AtomicIsize::new(0);
+/// Blocks currently allocated, by size (the last slot: every size from `LARGE` up), to say
+/// where the bytes go.
+const LARGE: usize = 4096;
+static BY_SIZE: [AtomicIsize; LARGE + 1] = [const { AtomicIsize::new(0) }; LARGE + 1];
+
+/// Bytes in blocks of `LARGE` bytes or more.
+static LARGE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+fn note(size: usize, blocks: isize) {
+    BY_SIZE[size.min(LARGE)].fetch_add(blocks, Ordering::Relaxed);
+    if size >= LARGE {
+        LARGE_BYTES.fetch_add(size as isize * blocks, Ordering::Relaxed);
+    }
+}
 
 struct Counting;
 
-// SAFETY: every method forwards to `System` unchanged; counting touches only two atomics.
+// SAFETY: every method forwards to `System` unchanged; counting touches only atomics.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as ours.
@@ -39,6 +53,7 @@ unsafe impl GlobalAlloc for Counting {
         if !ptr.is_null() {
             BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
             BLOCKS.fetch_add(1, Ordering::Relaxed);
+            note(layout.size(), 1);
         }
         ptr
     }
@@ -49,6 +64,7 @@ unsafe impl GlobalAlloc for Counting {
         if !ptr.is_null() {
             BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
             BLOCKS.fetch_add(1, Ordering::Relaxed);
+            note(layout.size(), 1);
         }
         ptr
     }
@@ -61,6 +77,8 @@ unsafe impl GlobalAlloc for Counting {
                 new_size as isize - layout.size() as isize,
                 Ordering::Relaxed,
             );
+            note(layout.size(), -1);
+            note(new_size, 1);
         }
         new
     }
@@ -68,6 +86,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        note(layout.size(), -1);
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -75,6 +94,10 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+fn by_size() -> Vec<isize> {
+    BY_SIZE.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+}
 
 fn held() -> (isize, isize) {
     (
@@ -96,7 +119,7 @@ fn main() {
     rt.block_on(async {
         let mint = Mint::default();
         let pool = TokenPool::with_client(mint.client())
-            .max_subscribers(subscribers as u64)
+            .max_subscribers(subscribers as u64 + 1)
             .build();
         let service = BearerAuthLayer::pooled(pool.clone())
             .replay_limit(0)
@@ -104,7 +127,11 @@ fn main() {
         // What the runtime and the pool's first use allocate once, whatever the count: the
         // sweep task, the runtime's timer wheel, the hasher's keys.
         send_for(&service, &Subscriber::new("warm-up@example.com")).await;
+        let sizes_before = by_size();
+        // Allocated now, so that the count below does not see it.
+        let mut sizes_after = Vec::with_capacity(LARGE + 1);
         let before = held();
+        let large_before = LARGE_BYTES.load(Ordering::Relaxed);
 
         for n in 0..subscribers {
             let subscriber = Subscriber::new(format!("subscriber-{n}@example.com"));
@@ -113,6 +140,7 @@ fn main() {
         // Pending moka bookkeeping applied, as it is within a few lookups in a running pool.
         pool.run_pending_tasks().await;
         let after = held();
+        sizes_after.extend(BY_SIZE.iter().map(|n| n.load(Ordering::Relaxed)));
 
         let stats = pool.stats();
         assert_eq!(stats.live(), subscribers as u64 + 1, "{stats:?}");
@@ -127,8 +155,33 @@ fn main() {
             per(blocks),
             support::sat("a0").len(),
         );
+        let large = LARGE_BYTES.load(Ordering::Relaxed) - large_before;
+        where_the_bytes_go(&sizes_before, &sizes_after, subscribers, large);
         drop((service, pool));
     });
+}
+
+/// The block sizes that hold most of the bytes, per subscriber.
+fn where_the_bytes_go(before: &[isize], after: &[isize], subscribers: usize, large: isize) {
+    let mut sizes: Vec<(usize, f64)> = (0..LARGE)
+        .map(|size| {
+            (
+                size,
+                (after[size] - before[size]) as f64 / subscribers as f64,
+            )
+        })
+        .filter(|(_, per)| per.abs() >= 0.01)
+        .collect();
+    sizes.sort_by(|a, b| (b.0 as f64 * b.1).total_cmp(&(a.0 as f64 * a.1)));
+    println!("block size: blocks per subscriber (bytes per subscriber), largest totals first");
+    println!(
+        "  >= {LARGE} B (tables): {:.4} ({:.0} B)",
+        (after[LARGE] - before[LARGE]) as f64 / subscribers as f64,
+        large as f64 / subscribers as f64,
+    );
+    for (size, per) in sizes.iter().take(16) {
+        println!("  {size:>7} B: {per:.2} ({:.0} B)", *size as f64 * per);
+    }
 }
 
 /// One request for `subscriber` through the pooled layer: its first mints its entry.

@@ -15,6 +15,7 @@
 
 use std::{
     collections::HashMap,
+    io::IsTerminal,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -114,10 +115,14 @@ fn reference(name: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // The pool's eviction events name the subscriber and the cause (`Size`: the bound).
+    let filter = "warn,signalwire_auth::pool::handle=debug";
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| filter.into()))
         .with_target(false)
         .without_time()
+        // Colour codes only for a terminal, not for a file or a pipe.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 
     let target = Target::from_env().await?;

@@ -107,7 +107,7 @@ impl<S: TokenService> TokenPoolBuilder<S> {
         let space: Arc<str> = self.client.space().host().into();
         let minter = Minter {
             client: self.client,
-            template: self.template,
+            template: Arc::new(self.template),
             settings: self.settings,
             space: Arc::clone(&space),
         };
@@ -138,7 +138,8 @@ pub(crate) trait Mint: Send + Sync + 'static {
 
 struct Minter<S> {
     client: TokenClient<S>,
-    template: CreateSubscriberToken,
+    /// Shared by every entry's refresher for its re-mints.
+    template: Arc<CreateSubscriberToken>,
     settings: Option<CacheSettings>,
     /// The space host, for tracing.
     space: Arc<str>,
@@ -147,17 +148,13 @@ struct Minter<S> {
 impl<S: TokenService> Minter<S> {
     /// The entry for `reference`, from its first pair: the only place an entry's cache is
     /// built, from the template and the pool's cache settings.
-    fn entry(
-        &self,
-        reference: &Arc<str>,
-        request: CreateSubscriberToken,
-        pair: TokenPair,
-    ) -> TokenCache {
-        let refresher = Traced {
-            inner: SubscriberRefresher::with_client(self.client.clone()).with_remint(request),
-            subscriber: Arc::clone(reference),
-            space: Arc::clone(&self.space),
-        };
+    fn entry(&self, reference: &Arc<str>, pair: TokenPair) -> TokenCache {
+        // Per entry: the client's clone and reference counts, never a copy of the template
+        // (a pool of 100,000 keeps one).
+        let refresher = Traced(
+            SubscriberRefresher::with_client(self.client.clone())
+                .with_remint_template(Arc::clone(&self.template), Arc::clone(reference)),
+        );
         let builder = TokenCache::builder(pair, refresher);
         match &self.settings {
             Some(apply) => apply(builder),
@@ -173,7 +170,7 @@ impl<S: TokenService> Mint for Minter<S> {
             tracing::debug_span!("subscriber_mint", subscriber = %reference, space = %self.space);
         Box::pin(
             async move {
-                let request = self.template.clone().for_reference(&**reference);
+                let request = CreateSubscriberToken::clone(&self.template).for_reference(&**reference);
                 tracing::debug!("minting a token for a new pool entry");
                 match self.client.create_subscriber_token(&request).await {
                     Ok(minted) => {
@@ -181,7 +178,7 @@ impl<S: TokenService> Mint for Minter<S> {
                             expires_in_s = minted.pair().lifetime().as_secs(),
                             "pool entry minted"
                         );
-                        Ok(self.entry(reference, request, minted.into_pair()))
+                        Ok(self.entry(reference, minted.into_pair()))
                     }
                     Err(error) => {
                         tracing::warn!(error = %crate::error::Chain(&error), "pool entry mint failed");
@@ -194,23 +191,20 @@ impl<S: TokenService> Mint for Minter<S> {
     }
 }
 
-/// An entry's refresher, whose events carry the subscriber and the space.
-struct Traced<R> {
-    inner: R,
-    subscriber: Arc<str>,
-    space: Arc<str>,
-}
+/// An entry's refresher, whose events carry the subscriber and the space (both read from the
+/// refresher, so an entry keeps no copy of either).
+struct Traced<S>(SubscriberRefresher<S>);
 
-impl<R: Refresh> Refresh for Traced<R> {
+impl<S: TokenService> Refresh for Traced<S> {
     fn refresh(
         &self,
         current: &TokenPair,
     ) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
         let span = tracing::debug_span!(
             "subscriber_refresh",
-            subscriber = %self.subscriber,
-            space = %self.space
+            subscriber = %self.0.remint_reference().unwrap_or_default(),
+            space = %self.0.client().space().host()
         );
-        self.inner.refresh(current).instrument(span)
+        self.0.refresh(current).instrument(span)
     }
 }
