@@ -120,7 +120,7 @@ mod transport;
 pub use api::{
     ApiError, ApiErrorEntry, CreateGuestToken, CreateInviteToken, CreateSubscriberToken,
     EmbedToken, GuestAuth, InviteToken, SAT_REFRESH_SCOPE, SubscriberRefresher, SubscriberToken,
-    TokenClient,
+    TokenClient, TokenService,
 };
 pub use basic::{BasicAuth, BasicAuthLayer};
 pub use bearer::{BearerAuth, BearerAuthLayer, ReplayBody, ReplaySkipped};

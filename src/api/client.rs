@@ -120,8 +120,6 @@ const CREATE_EMBED: Endpoint = Endpoint {
 pub struct TokenClient<S = DefaultService> {
     service: S,
     shared: Arc<Shared>,
-    timeout: Duration,
-    refreshed: RefreshedLifetimes,
 }
 
 /// How long the pair from the refresh endpoint lives, which its answer does not say.
@@ -134,12 +132,16 @@ struct RefreshedLifetimes {
     minted_refresh: Option<Duration>,
 }
 
-/// What every clone shares: where to call, and as whom.
+/// What every clone shares: where to call, as whom, and the settings (shared too, so that a
+/// clone per pool entry costs a reference count, not a copy).
+#[derive(Clone)]
 struct Shared {
     space: Space,
     credentials: Option<Credentials>,
     /// Computed once; sensitive.
     basic: Option<HeaderValue>,
+    timeout: Duration,
+    refreshed: RefreshedLifetimes,
 }
 
 #[cfg(feature = "https")]
@@ -198,14 +200,14 @@ impl<S> TokenClient<S> {
                 space,
                 credentials,
                 basic,
+                timeout: Duration::from_secs(10),
+                refreshed: RefreshedLifetimes {
+                    access: TokenPair::DEFAULT_LIFETIME,
+                    refresh: TokenPair::REFRESH_TOKEN_LIFETIME,
+                    minted: TokenPair::DEFAULT_LIFETIME,
+                    minted_refresh: None,
+                },
             }),
-            timeout: Duration::from_secs(10),
-            refreshed: RefreshedLifetimes {
-                access: TokenPair::DEFAULT_LIFETIME,
-                refresh: TokenPair::REFRESH_TOKEN_LIFETIME,
-                minted: TokenPair::DEFAULT_LIFETIME,
-                minted_refresh: None,
-            },
         }
     }
 
@@ -214,8 +216,9 @@ impl<S> TokenClient<S> {
     /// for a server that differs, such as a [`MockSpace`](crate::MockSpace) built with shorter
     /// lifetimes.
     pub fn with_refreshed_lifetimes(mut self, access: Duration, refresh_token: Duration) -> Self {
-        self.refreshed.access = access;
-        self.refreshed.refresh = refresh_token;
+        let refreshed = &mut Arc::make_mut(&mut self.shared).refreshed;
+        refreshed.access = access;
+        refreshed.refresh = refresh_token;
         self
     }
 
@@ -224,14 +227,15 @@ impl<S> TokenClient<S> {
     /// as a [`MockSpace`](crate::MockSpace) built with shorter lifetimes
     /// ([`MockSpace::token_client`](crate::MockSpace::token_client) sets them).
     pub fn with_minted_lifetimes(mut self, access: Duration, refresh_token: Duration) -> Self {
-        self.refreshed.minted = access;
-        self.refreshed.minted_refresh = Some(refresh_token);
+        let refreshed = &mut Arc::make_mut(&mut self.shared).refreshed;
+        refreshed.minted = access;
+        refreshed.minted_refresh = Some(refresh_token);
         self
     }
 
     /// Bounds each call, from sending the request to reading the whole answer (default 10 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        Arc::make_mut(&mut self.shared).timeout = timeout;
         self
     }
 
@@ -242,7 +246,7 @@ impl<S> TokenClient<S> {
 
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.shared.timeout
     }
 
     /// The wrapped service.
@@ -313,13 +317,15 @@ where
         let answer: SubscriberTokenResponse = self
             .post(CREATE_SUBSCRIBER, request, Some(auth), None)
             .await?;
-        let mut lifetime = request.expire_at().map_or(self.refreshed.minted, |at| {
-            TokenPair::lifetime_until(at, sent_wall)
-        });
+        let mut lifetime = request
+            .expire_at()
+            .map_or(self.shared.refreshed.minted, |at| {
+                TokenPair::lifetime_until(at, sent_wall)
+            });
         if request.is_short_lived() {
             lifetime = lifetime.min(SHORT_LIFETIME);
         }
-        let refresh_lifetime = match (request.expire_at(), self.refreshed.minted_refresh) {
+        let refresh_lifetime = match (request.expire_at(), self.shared.refreshed.minted_refresh) {
             (None, Some(refresh)) => refresh,
             _ => lifetime + REFRESH_MARGIN,
         };
@@ -372,8 +378,8 @@ where
             answer.token,
             Some(refresh),
             sent,
-            self.refreshed.access,
-            self.refreshed.refresh,
+            self.shared.refreshed.access,
+            self.shared.refreshed.refresh,
         )
     }
 
@@ -575,12 +581,12 @@ where
                 .map_err(|e| transport(endpoint, e))?;
             Ok::<_, Error>((parts, bytes, truncated))
         };
-        let (parts, bytes, truncated) = tokio::time::timeout(self.timeout, exchange)
+        let (parts, bytes, truncated) = tokio::time::timeout(self.shared.timeout, exchange)
             .await
             .map_err(|_| {
                 Error::new(Kind::Timeout).with_detail(format!(
                     "{} got no complete answer within {:?}",
-                    endpoint.name, self.timeout
+                    endpoint.name, self.shared.timeout
                 ))
             })??;
 
@@ -642,8 +648,6 @@ impl<S: Clone> Clone for TokenClient<S> {
         Self {
             service: self.service.clone(),
             shared: Arc::clone(&self.shared),
-            timeout: self.timeout,
-            refreshed: self.refreshed,
         }
     }
 }
@@ -660,7 +664,7 @@ impl<S> fmt::Debug for TokenClient<S> {
                     .as_ref()
                     .map(Credentials::project_id),
             )
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.shared.timeout)
             .finish_non_exhaustive()
     }
 }

@@ -3,6 +3,7 @@
 mod client;
 mod error;
 mod refresher;
+mod service;
 #[cfg(test)]
 pub(crate) mod testing;
 mod types;
@@ -18,6 +19,7 @@ pub(crate) type DefaultService = crate::HttpsClient;
 pub(crate) type DefaultService = ();
 pub use error::{ApiError, ApiErrorEntry};
 pub use refresher::SubscriberRefresher;
+pub use service::TokenService;
 #[cfg(feature = "test-util")]
 pub(crate) use types::is_uuid;
 pub use types::{

@@ -1,6 +1,7 @@
 //! `SubscriberRefresher`: [`Refresh`](crate::Refresh) over SignalWire's refresh endpoint.
 
 use std::{
+    borrow::Cow,
     collections::hash_map::RandomState,
     error::Error as StdError,
     fmt,
@@ -18,7 +19,8 @@ use tower_service::Service;
 
 use crate::{
     CreateSubscriberToken, Error, Refresh, RefreshError, SubscriberToken, TokenClient, TokenPair,
-    api::DefaultService, error::Kind,
+    api::{DefaultService, TokenService},
+    error::Kind,
 };
 #[cfg(feature = "https")]
 use crate::{Credentials, Space};
@@ -58,8 +60,40 @@ use crate::{Credentials, Space};
 /// Without the `https` feature, name the service: `SubscriberRefresher<MyService>`.
 pub struct SubscriberRefresher<S = DefaultService> {
     client: TokenClient<S>,
-    remint: Option<Arc<CreateSubscriberToken>>,
+    remint: Option<Remint>,
     unknown: Arc<UnknownOutcome>,
+}
+
+/// What a re-mint asks for: a request of its own, or a template shared by many refreshers
+/// (a pool's entries) with this one's reference, so that each keeps a reference count rather
+/// than a copy of the template.
+#[derive(Clone)]
+enum Remint {
+    Request(Arc<CreateSubscriberToken>),
+    Template {
+        template: Arc<CreateSubscriberToken>,
+        reference: Arc<str>,
+    },
+}
+
+impl Remint {
+    fn reference(&self) -> &str {
+        match self {
+            Self::Request(request) => request.reference(),
+            Self::Template { reference, .. } => reference,
+        }
+    }
+
+    /// The request to send; a template's copy is made per re-mint, which is rare.
+    fn request(&self) -> Cow<'_, CreateSubscriberToken> {
+        match self {
+            Self::Request(request) => Cow::Borrowed(request),
+            Self::Template {
+                template,
+                reference,
+            } => Cow::Owned(CreateSubscriberToken::clone(template).for_reference(&**reference)),
+        }
+    }
 }
 
 /// The refresh token whose last presentation ended with an unknown outcome (timed out, or cut
@@ -203,8 +237,26 @@ impl<S> SubscriberRefresher<S> {
     /// An `expire_at` in `request` is absolute, so every re-mint would ask for that same
     /// instant; leave it unset to get SignalWire's 2-hour default each time.
     pub fn with_remint(mut self, request: CreateSubscriberToken) -> Self {
-        self.remint = Some(Arc::new(request));
+        self.remint = Some(Remint::Request(Arc::new(request)));
         self
+    }
+
+    /// [`with_remint`](Self::with_remint) with `template` for `reference`, the template shared.
+    pub(crate) fn with_remint_template(
+        mut self,
+        template: Arc<CreateSubscriberToken>,
+        reference: Arc<str>,
+    ) -> Self {
+        self.remint = Some(Remint::Template {
+            template,
+            reference,
+        });
+        self
+    }
+
+    /// The reference a re-mint asks for, if re-mint is on.
+    pub(crate) fn remint_reference(&self) -> Option<&str> {
+        self.remint.as_ref().map(Remint::reference)
     }
 
     /// Bounds each refresh (and re-mint) call (default 10 s).
@@ -295,13 +347,13 @@ where
         &self,
         refresh_failure: Option<RefreshError>,
     ) -> Result<TokenPair, RefreshError> {
-        let Some(remint) = self.remint.as_deref() else {
+        let Some(remint) = self.remint.as_ref() else {
             return Err(
                 refresh_failure.unwrap_or_else(|| RefreshError::terminal("no re-mint configured"))
             );
         };
         tracing::debug!(space = %self.client.space(), "re-minting subscriber token");
-        match self.client.create_subscriber_token(remint).await {
+        match self.client.create_subscriber_token(&remint.request()).await {
             Ok(minted) => {
                 tracing::debug!(
                     expires_in_s = minted.pair().lifetime().as_secs(),
@@ -322,15 +374,7 @@ where
     }
 }
 
-impl<S, B> Refresh for SubscriberRefresher<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> Refresh for SubscriberRefresher<S> {
     fn refresh(
         &self,
         current: &TokenPair,
@@ -387,7 +431,7 @@ impl<S> fmt::Debug for SubscriberRefresher<S> {
             .field("client", &self.client)
             .field(
                 "remint_reference",
-                &self.remint.as_deref().map(CreateSubscriberToken::reference),
+                &self.remint.as_ref().map(Remint::reference),
             )
             .finish()
     }

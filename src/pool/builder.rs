@@ -2,18 +2,14 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body::Body;
-use http_body_util::Full;
-use tower::BoxError;
-use tower_service::Service;
 use tracing::Instrument;
 
 use super::{TokenPool, stats::Counters};
 use crate::{
     CreateSubscriberToken, Error, Refresh, RefreshError, StoreKey, SubscriberRefresher, TokenCache,
-    TokenCacheBuilder, TokenClient, TokenPair, TokenStore, api::DefaultService, cache::BoxFuture,
+    TokenCacheBuilder, TokenClient, TokenPair, TokenStore,
+    api::{DefaultService, TokenService},
+    cache::BoxFuture,
 };
 
 /// The default bound on live entries.
@@ -154,21 +150,13 @@ impl<S> TokenPoolBuilder<S> {
     }
 }
 
-impl<S, B> TokenPoolBuilder<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> TokenPoolBuilder<S> {
     /// Builds the pool. Nothing is minted or spawned until the first lookup.
     pub fn build(self) -> TokenPool {
         let space: Arc<str> = self.client.space().host().into();
         let minter = Minter {
             client: self.client,
-            template: self.template,
+            template: Arc::new(self.template),
             settings: self.settings,
             store: self.store,
             space: Arc::clone(&space),
@@ -209,33 +197,23 @@ pub(crate) trait Mint: Send + Sync + 'static {
 
 struct Minter<S> {
     client: TokenClient<S>,
-    template: CreateSubscriberToken,
+    /// Shared by every entry's refresher for its re-mints.
+    template: Arc<CreateSubscriberToken>,
     settings: Option<CacheSettings>,
     store: Option<Arc<dyn TokenStore>>,
     /// The space host, for tracing.
     space: Arc<str>,
 }
 
-impl<S, B> Minter<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    /// The refresher of `reference`'s entry: re-mints with `request` when its chain breaks.
-    fn refresher(
-        &self,
-        reference: &Arc<str>,
-        request: CreateSubscriberToken,
-    ) -> Traced<SubscriberRefresher<S>> {
-        Traced {
-            inner: SubscriberRefresher::with_client(self.client.clone()).with_remint(request),
-            subscriber: Arc::clone(reference),
-            space: Arc::clone(&self.space),
-        }
+impl<S: TokenService> Minter<S> {
+    /// The refresher of `reference`'s entry: it re-mints with the template when its chain
+    /// breaks. Per entry: the client's clone and reference counts, never a copy of the
+    /// template (a pool of 100,000 keeps one).
+    fn refresher(&self, reference: &Arc<str>) -> Traced<S> {
+        Traced(
+            SubscriberRefresher::with_client(self.client.clone())
+                .with_remint_template(Arc::clone(&self.template), Arc::clone(reference)),
+        )
     }
 
     /// The pool's cache settings on an entry's builder: the only place they are applied.
@@ -252,7 +230,7 @@ where
         reference: &Arc<str>,
         counters: &Counters,
     ) -> Result<TokenCache, Error> {
-        let request = self.template.clone().for_reference(&**reference);
+        let request = CreateSubscriberToken::clone(&self.template).for_reference(&**reference);
         tracing::debug!("minting a token for a new pool entry");
         Counters::add(&counters.mints);
         let minted = self.client.create_subscriber_token(&request).await?;
@@ -260,10 +238,8 @@ where
             expires_in_s = minted.pair().lifetime().as_secs(),
             "pool entry minted"
         );
-        let refresher = self.refresher(reference, request);
-        Ok(self
-            .configure(TokenCache::builder(minted.into_pair(), refresher))
-            .build())
+        let builder = TokenCache::builder(minted.into_pair(), self.refresher(reference));
+        Ok(self.configure(builder).build())
     }
 
     /// With a store: starts from the stored pair, minting only when none is usable.
@@ -273,10 +249,9 @@ where
         reference: &Arc<str>,
         counters: &Counters,
     ) -> Result<TokenCache, Error> {
-        let request = self.template.clone().for_reference(&**reference);
         let key = StoreKey::new(self.client.space(), reference);
         let builder = self
-            .configure(TokenCache::unstarted(self.refresher(reference, request)))
+            .configure(TokenCache::unstarted(self.refresher(reference)))
             .shared_store(Arc::clone(store), key);
         let mut mints = 0;
         let result = builder.start_counting(&mut mints).await;
@@ -291,15 +266,7 @@ where
     }
 }
 
-impl<S, B> Mint for Minter<S>
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Body + Send,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: TokenService> Mint for Minter<S> {
     fn mint<'a>(
         &'a self,
         reference: &'a Arc<str>,
@@ -323,36 +290,33 @@ where
     }
 }
 
-/// An entry's refresher, whose events carry the subscriber and the space.
-struct Traced<R> {
-    inner: R,
-    subscriber: Arc<str>,
-    space: Arc<str>,
-}
+/// An entry's refresher, whose events carry the subscriber and the space (both read from the
+/// refresher, so an entry keeps no copy of either).
+struct Traced<S>(SubscriberRefresher<S>);
 
-impl<R: Refresh> Refresh for Traced<R> {
+impl<S: TokenService> Refresh for Traced<S> {
     fn refresh(
         &self,
         current: &TokenPair,
     ) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
         let span = tracing::debug_span!(
             "subscriber_refresh",
-            subscriber = %self.subscriber,
-            space = %self.space
+            subscriber = %self.0.remint_reference().unwrap_or_default(),
+            space = %self.0.client().space().host()
         );
-        self.inner.refresh(current).instrument(span)
+        self.0.refresh(current).instrument(span)
     }
 
     fn can_mint(&self) -> bool {
-        self.inner.can_mint()
+        self.0.can_mint()
     }
 
     fn mint(&self) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
         let span = tracing::debug_span!(
             "subscriber_remint",
-            subscriber = %self.subscriber,
-            space = %self.space
+            subscriber = %self.0.remint_reference().unwrap_or_default(),
+            space = %self.0.client().space().host()
         );
-        self.inner.mint().instrument(span)
+        self.0.mint().instrument(span)
     }
 }
