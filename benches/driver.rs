@@ -1,9 +1,13 @@
-//! Two tools beside the criterion benchmarks, for a machine shared with other work:
+//! Three tools beside the criterion benchmarks, for a machine shared with other work:
 //!
 //! - `best` (what `cargo bench` runs): every variant of `hot_path` timed in rounds, the variants
 //!   interleaved within each round, keeping each one's fastest run. A burst of other work then
 //!   slows one run of every variant rather than all the samples of one, and the minimum ignores
 //!   it. Prints the ratios to `AddAuthorization` and to the floor, and the 2-thread scaling.
+//! - `count-all`: the instruction table, `cargo bench --bench driver -- count-all`. Runs this
+//!   binary under callgrind (`valgrind` must be on the `PATH`) twice per variant, with `count`,
+//!   and prints every variant's instructions per request with its ratios to `AddAuthorization`
+//!   and to the floor, all from the one run, and what the pooled variants add over one cache.
 //! - `count <variant> <requests>`: sends the requests through one variant and exits, to be
 //!   counted with callgrind; two counts give the instructions per request:
 //!
@@ -89,59 +93,84 @@ fn pooled(live: usize) -> Run {
     })
 }
 
-/// Every variant, by the name `hot_path` gives it.
-fn variants(token: &str) -> Vec<(&'static str, Run)> {
+/// A variant not built yet: building some (a pool of 10,000) costs more than timing them.
+type Build<'a> = Box<dyn FnOnce() -> Run + 'a>;
+
+/// Every variant, by the name `hot_path` gives it; only those `wanted` are built.
+fn variants(token: &str, wanted: impl Fn(&str) -> bool) -> Vec<(&'static str, Option<Run>)> {
     let (cache, _) = valid_cache(token);
     // Arm the cache's timer now, inside the runtime; the threads then never need one.
     send(&mut variants::bearer_replay_off(&cache), request());
     let value = bearer_value(token);
-    vec![
-        ("floor", floor_run(value.clone(), request)),
-        ("floor_1kib_body", floor_run(value, request_1k)),
+    let cache = &cache;
+    let all: Vec<(&'static str, Build<'_>)> = vec![
+        ("floor", Box::new(|| floor_run(value.clone(), request))),
+        (
+            "floor_1kib_body",
+            Box::new(|| floor_run(value.clone(), request_1k)),
+        ),
         (
             "add_authorization_basic",
-            timed(variants::add_authorization_basic(), request),
+            Box::new(|| timed(variants::add_authorization_basic(), request)),
         ),
         (
             "add_authorization_bearer",
-            timed(variants::add_authorization_bearer(token), request),
+            Box::new(|| timed(variants::add_authorization_bearer(token), request)),
         ),
         (
             "wrap_body_only",
-            timed(variants::wrap_body_only(token), request),
+            Box::new(|| timed(variants::wrap_body_only(token), request)),
         ),
-        ("basic_auth", timed(variants::basic_auth(), request)),
+        (
+            "basic_auth",
+            Box::new(|| timed(variants::basic_auth(), request)),
+        ),
         (
             "bearer_cache_replay_off",
-            timed(variants::bearer_replay_off(&cache), request),
+            Box::new(|| timed(variants::bearer_replay_off(cache), request)),
         ),
         (
             "bearer_cache_replay_on",
-            timed(variants::bearer_replay_on(&cache), request),
+            Box::new(|| timed(variants::bearer_replay_on(cache), request)),
         ),
         (
             "bearer_cache_replay_on_1kib_body",
-            timed(variants::bearer_replay_on(&cache), request_1k),
+            Box::new(|| timed(variants::bearer_replay_on(cache), request_1k)),
         ),
         (
             "bearer_fixed_token",
-            timed(variants::bearer_fixed_token(token), request),
+            Box::new(|| timed(variants::bearer_fixed_token(token), request)),
         ),
         (
             "naive_std_rwlock",
-            timed(variants::naive_std_rwlock(token), request),
+            Box::new(|| timed(variants::naive_std_rwlock(token), request)),
         ),
         (
             "naive_tokio_rwlock",
-            timed(variants::naive_tokio_rwlock(token), request),
+            Box::new(|| timed(variants::naive_tokio_rwlock(token), request)),
         ),
         (
             "bearer_cache_replay_off_subscriber",
-            timed(variants::bearer_replay_off(&cache), request_with_subscriber),
+            Box::new(|| timed(variants::bearer_replay_off(cache), request_with_subscriber)),
         ),
-        ("bearer_pooled_1", pooled(1)),
-        ("bearer_pooled_10k", pooled(10_000)),
-    ]
+        ("bearer_pooled_1", Box::new(|| pooled(1))),
+        ("bearer_pooled_10k", Box::new(|| pooled(10_000))),
+    ];
+    all.into_iter()
+        .map(|(name, build)| (name, wanted(name).then(build)))
+        .collect()
+}
+
+/// What a variant's ratios are taken to: the `AddAuthorization` of its scheme (`None` for the
+/// floors themselves), and the floor.
+fn anchors(name: &str) -> (Option<&'static str>, &'static str) {
+    match name {
+        "floor" => (None, "floor"),
+        "floor_1kib_body" => (None, "floor_1kib_body"),
+        "add_authorization_basic" | "basic_auth" => (Some("add_authorization_basic"), "floor"),
+        n if n.ends_with("1kib_body") => (Some("add_authorization_bearer"), "floor_1kib_body"),
+        _ => (Some("add_authorization_bearer"), "floor"),
+    }
 }
 
 /// The floor, as `hot_path` times it: the header inserted by hand, then the no-op service.
@@ -171,7 +200,10 @@ const SCALED: &[&str] = &[
 
 fn best(rounds: usize) {
     let token = sat("bench");
-    let mut variants = variants(&token);
+    let mut variants: Vec<(&str, Run)> = variants(&token, |_| true)
+        .into_iter()
+        .filter_map(|(name, run)| Some((name, run?)))
+        .collect();
     let mut one = vec![Duration::MAX; variants.len()];
     let mut two = vec![Duration::MAX; variants.len()];
     for _ in 0..rounds {
@@ -194,12 +226,7 @@ fn best(rounds: usize) {
     println!("| variant | ns per request | ÷ AddAuthorization | ÷ floor |");
     println!("| --- | ---: | ---: | ---: |");
     for (i, (name, _)) in variants.iter().enumerate() {
-        let (anchor, floor) = match *name {
-            "floor" | "floor_1kib_body" => (None, *name),
-            "add_authorization_basic" | "basic_auth" => (Some("add_authorization_basic"), "floor"),
-            n if n.ends_with("1kib_body") => (Some("add_authorization_bearer"), "floor_1kib_body"),
-            _ => (Some("add_authorization_bearer"), "floor"),
-        };
+        let (anchor, floor) = anchors(name);
         let t = ns(one[i]);
         let anchor = anchor.map_or("—".to_owned(), |a| format!("{:.3}", t / of(a)));
         println!("| {name} | {t:.1} | {anchor} | {:.3} |", t / of(floor));
@@ -218,12 +245,74 @@ fn best(rounds: usize) {
 /// `requests` requests through one variant, on this thread.
 fn count(variant: &str, requests: u64) {
     let token = sat("bench");
-    let mut variants = variants(&token);
-    let Some((_, run)) = variants.iter_mut().find(|(name, _)| *name == variant) else {
+    let mut variants = variants(&token, |name| name == variant);
+    let Some(run) = variants.iter_mut().find_map(|(_, run)| run.as_mut()) else {
         let names: Vec<_> = variants.iter().map(|(name, _)| *name).collect();
         panic!("unknown variant {variant:?}; one of {}", names.join(", "));
     };
     black_box(run(1, requests));
+}
+
+/// Requests in the shorter and the longer of the two counted runs of `count-all`.
+const COUNTED: (u64, u64) = (1_000, 21_000);
+
+/// Every variant counted under callgrind, two runs each (this binary, `count`): the difference
+/// of the two totals, over the difference in requests, leaves out the setup and is exact.
+fn count_all() {
+    let exe = std::env::current_exe().expect("the driver's own path");
+    let token = sat("bench");
+    let names: Vec<&str> = variants(&token, |_| false)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut counts = Vec::new();
+    for name in &names {
+        let [short, long] = [COUNTED.0, COUNTED.1].map(|requests| collected(&exe, name, requests));
+        let per = (long - short) as f64 / (COUNTED.1 - COUNTED.0) as f64;
+        eprintln!("counted {name}: {per:.1} instructions per request");
+        counts.push((*name, per));
+    }
+    let of = |name: &str| counts.iter().find(|(n, _)| *n == name).expect("counted").1;
+    println!(
+        "callgrind: instructions per request ((Ir for {} requests - Ir for {}) / {})",
+        COUNTED.1,
+        COUNTED.0,
+        COUNTED.1 - COUNTED.0
+    );
+    println!("| variant | instructions | ÷ AddAuthorization | ÷ floor |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (name, per) in &counts {
+        let (anchor, floor) = anchors(name);
+        let anchor = anchor.map_or("—".to_owned(), |a| format!("{:.3}", per / of(a)));
+        println!("| {name} | {per:.0} | {anchor} | {:.3} |", per / of(floor));
+    }
+    let single = of("bearer_cache_replay_off_subscriber");
+    for pooled in ["bearer_pooled_1", "bearer_pooled_10k"] {
+        println!(
+            "{pooled}: {:+.0} instructions over one TokenCache (bearer_cache_replay_off_subscriber)",
+            of(pooled) - single
+        );
+    }
+}
+
+/// Callgrind's total of instructions ("Collected") for `requests` requests through `variant`.
+fn collected(exe: &std::path::Path, variant: &str, requests: u64) -> u64 {
+    let output = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(exe)
+        .args(["count", variant, &requests.to_string()])
+        .output()
+        .expect("valgrind (callgrind) on the PATH");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "callgrind failed on {variant}:\n{stderr}"
+    );
+    stderr
+        .lines()
+        .find_map(|line| line.split_once("Collected :"))
+        .and_then(|(_, total)| total.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no \"Collected\" total from callgrind:\n{stderr}"))
 }
 
 fn main() {
@@ -242,6 +331,7 @@ fn main() {
         [mode, variant, requests] if mode == "count" => {
             count(variant, requests.parse().expect("a number of requests"));
         }
+        [mode] if mode == "count-all" => count_all(),
         _ => best(if support::full() { 20 } else { 5 }),
     }
 }

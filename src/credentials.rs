@@ -121,10 +121,8 @@ impl Credentials {
         raw.push_str(self.api_token.expose());
         let mut value = zeroize::Zeroizing::new(String::from("Basic "));
         base64::engine::general_purpose::STANDARD.encode_string(raw.as_bytes(), &mut value);
-        let mut header =
-            HeaderValue::from_str(&value).expect("base64 output is always a valid header value");
-        header.set_sensitive(true);
-        header
+        crate::header::shared_sensitive(value.as_bytes().to_vec())
+            .expect("base64 output is always a valid header value")
     }
 }
 

@@ -104,6 +104,7 @@ pub mod bearer;
 mod cache;
 mod credentials;
 mod error;
+mod header;
 #[cfg(feature = "https")]
 mod https;
 #[cfg(feature = "test-util")]

@@ -138,14 +138,19 @@ impl TransportRule {
 
     /// `Ok` when credentials may be attached to a request for `uri`; otherwise the reason, as an
     /// error that names the scheme and host but nothing secret.
-    #[inline]
+    // Always: at some call sites LLVM kept it out of line (69 instructions, five registers
+    // saved and restored), more than the test itself.
+    #[inline(always)]
     pub fn check(&self, uri: &Uri) -> Result<(), Error> {
-        // The default rule on an https URI to SignalWire, checked on the authority's text:
-        // parsing the host (`Uri::host`) would cost more than the rest of the middleware.
-        // Inline, with the rest out of line, so the fast path is a few comparisons.
+        // The default rule on an https URI to a subdomain of SignalWire, checked on the
+        // authority's text: parsing the host (`Uri::host`) would cost more than the rest of the
+        // middleware. Inline, with the rest out of line, so the fast path is a few word
+        // comparisons.
         if self.hosts.is_none()
             && uri.scheme_str() == Some("https")
-            && uri.authority().is_some_and(|a| is_signalwire(a.as_str()))
+            && uri
+                .authority()
+                .is_some_and(|a| is_plain_subdomain(a.as_str()))
         {
             Ok(())
         } else {
@@ -204,29 +209,63 @@ impl TransportRule {
     }
 }
 
-/// Whether an authority (`[user@]host[:port]`) names `signalwire.com` or one of its subdomains.
-/// Only its end is read: the host is what follows any user info, so `signalwire.com@evil.test`
-/// ends in `evil.test` and is refused. Byte by byte, as it runs on every request.
-fn is_signalwire(authority: &str) -> bool {
+/// Whether a host (as `Uri::host` gives it: no user info, no port) is `signalwire.com` or one
+/// of its subdomains, in any case, with or without the trailing dot.
+fn is_signalwire(host: &str) -> bool {
     const DOMAIN: &[u8] = SIGNALWIRE_DOMAIN.as_bytes();
-    let bytes = authority.as_bytes();
-    let digits = bytes
-        .iter()
-        .rev()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let host = match bytes.len().checked_sub(digits + 1) {
-        Some(colon) if bytes[colon] == b':' => &bytes[..colon],
-        _ => bytes,
-    };
+    let host = host.as_bytes();
     let host = host.strip_suffix(b".").unwrap_or(host);
     let Some(split) = host.len().checked_sub(DOMAIN.len()) else {
         return false;
     };
     let (prefix, domain) = host.split_at(split);
-    // Host names come in lower case almost always: compare them as bytes before folding case.
-    (domain == DOMAIN || domain.eq_ignore_ascii_case(DOMAIN))
-        && (prefix.is_empty() || prefix.ends_with(b"."))
+    domain.eq_ignore_ascii_case(DOMAIN) && (prefix.is_empty() || prefix.ends_with(b"."))
+}
+
+/// The suffix the fast path accepts: a subdomain of [`SIGNALWIRE_DOMAIN`], in lower case.
+const SUBDOMAIN_SUFFIX: &[u8; 15] = b".signalwire.com";
+
+/// The fast path's test: `authority` is `<labels>.signalwire.com`, in lower case, with no user
+/// info and no port. Anything else (upper case, a port, a trailing dot, the bare domain) is
+/// left to the full check, which parses the host. Refusing `:` and `@` anywhere before the
+/// suffix is what keeps `evil.test:.signalwire.com` (host `evil.test`, an unparsable port)
+/// and `a.signalwire.com@evil.test` out. Eight bytes at a time: it runs on every request.
+#[inline]
+fn is_plain_subdomain(authority: &str) -> bool {
+    let bytes = authority.as_bytes();
+    let len = bytes.len();
+    if len <= SUBDOMAIN_SUFFIX.len() {
+        return false;
+    }
+    // The suffix as two overlapping words: bytes len-15..len-7 and len-8..len.
+    let word = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let suffix =
+        |at: usize| u64::from_ne_bytes(SUBDOMAIN_SUFFIX[at..at + 8].try_into().expect("8 bytes"));
+    if word(len - 15) != suffix(0) || word(len - 8) != suffix(7) {
+        return false;
+    }
+    // Every byte before the suffix, in words, the marks of all of them tested once. The last
+    // word may reach up to 7 bytes into the suffix, which holds neither byte; `len > 15`, so
+    // every word fits.
+    let prefix = len - SUBDOMAIN_SUFFIX.len();
+    let mut marks = 0;
+    let mut at = 0;
+    while at + 8 < prefix {
+        marks |= colon_or_at(word(at));
+        at += 8;
+    }
+    marks |= colon_or_at(word(at));
+    marks == 0
+}
+
+/// Non-zero if any byte of `word` is `:` or `@` (the classic zero-byte test, on `word` xor
+/// each byte repeated).
+#[inline]
+fn colon_or_at(word: u64) -> u64 {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
+    zero(word ^ (LOW * u64::from(b':'))) | zero(word ^ (LOW * u64::from(b'@')))
 }
 
 #[cfg(test)]
@@ -264,8 +303,43 @@ mod tests {
             "https://signalwire.com.evil.test/api",
             "https://a.signalwire.com@evil.test/api",
             "https://signalwire.com:443@evil.test/api",
+            "https://evil.test:.signalwire.com/api",
+            "https://user@evil.test:.signalwire.com/api",
         ] {
             assert!(check(&t, foreign).unwrap_err().is_refused(), "{foreign}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_only_plain_lower_case_subdomains() {
+        for plain in [
+            "a.signalwire.com",
+            "example.signalwire.com",
+            "a-much-longer-space-name.eu.signalwire.com",
+        ] {
+            assert!(is_plain_subdomain(plain), "{plain}");
+        }
+        for other in [
+            "signalwire.com",
+            ".signalwire.com",
+            "EXAMPLE.SIGNALWIRE.COM",
+            "a.signalwire.com:443",
+            "a.signalwire.com.",
+            "evil.test:.signalwire.com",
+            "u@a.signalwire.com",
+            "a.b.c.d.e.f.g.h:1.signalwire.com",
+            "xsignalwire.com",
+            "a.signalwire.co",
+        ] {
+            assert!(!is_plain_subdomain(other), "{other}");
+        }
+        // Each byte position of a long prefix: a `:` or `@` anywhere is seen.
+        let long = "abcdefghijklmnopqrstuvwxyz";
+        for at in 0..long.len() {
+            for bad in [":", "@"] {
+                let host = format!("{}{bad}{}.signalwire.com", &long[..at], &long[at..]);
+                assert!(!is_plain_subdomain(&host), "{host}");
+            }
         }
     }
 

@@ -83,22 +83,33 @@ pub(crate) fn save<B: Body>(
     header: &HeaderValue,
     replay_limit: usize,
 ) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
-    let (mut parts, body) = request.into_parts();
-    let (body, replay) = ReplayBody::recording(body, replay_limit);
-    // Kept without the `Authorization` header: the replay sets its own.
+    let mut replay = Replay::Unavailable;
+    let mut request = request.map(|body| {
+        let (body, recorded) = ReplayBody::recording(body, replay_limit);
+        replay = recorded;
+        body
+    });
+    // Cloned from the request in place (`into_parts` and back would move its head twice), and
+    // before the `Authorization` header goes in: the replay sets its own. Nothing is kept for a
+    // body that cannot be replayed.
     let saved = match replay {
         Replay::Unavailable => None,
         replay => Some(Saved {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            // Most API calls carry no header of their own: an empty map costs nothing to make.
+            headers: if request.headers().is_empty() {
+                HeaderMap::new()
+            } else {
+                request.headers().clone()
+            },
+            extensions: request.extensions().clone(),
             replay,
         }),
     };
-    parts.headers.insert(AUTHORIZATION, header.clone());
-    (Request::from_parts(parts, body), saved)
+    request.headers_mut().insert(AUTHORIZATION, header.clone());
+    (request, saved)
 }
 
 /// The most of a 401's body read before the replay (a SignalWire error body is well under 1 KiB).

@@ -80,9 +80,9 @@ impl State {
         margins: Option<Margins>,
         origin: Origin,
     ) -> Self {
-        let mut header = HeaderValue::try_from(format!("Bearer {}", pair.access_token()))
-            .expect("TokenPair only holds RFC 6750 tokens, which are valid header values");
-        header.set_sensitive(true);
+        let header =
+            crate::header::shared_sensitive(format!("Bearer {}", pair.access_token()).into_bytes())
+                .expect("TokenPair only holds RFC 6750 tokens, which are valid header values");
         let (advisory_at, hard_at, phase) = match margins {
             // Without a refresher nothing can replace the token: it stays fresh for ever.
             None => (pair.expires_at(), pair.expires_at(), Phase::Fresh),
