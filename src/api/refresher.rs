@@ -70,6 +70,7 @@ pub struct SubscriberRefresher<S = DefaultService> {
 #[derive(Clone)]
 enum Remint {
     Request(Arc<CreateSubscriberToken>),
+    #[cfg(feature = "pool")]
     Template {
         template: Arc<CreateSubscriberToken>,
         reference: Arc<str>,
@@ -80,6 +81,7 @@ impl Remint {
     fn reference(&self) -> &str {
         match self {
             Self::Request(request) => request.reference(),
+            #[cfg(feature = "pool")]
             Self::Template { reference, .. } => reference,
         }
     }
@@ -88,6 +90,7 @@ impl Remint {
     fn request(&self) -> Cow<'_, CreateSubscriberToken> {
         match self {
             Self::Request(request) => Cow::Borrowed(request),
+            #[cfg(feature = "pool")]
             Self::Template {
                 template,
                 reference,
@@ -242,6 +245,7 @@ impl<S> SubscriberRefresher<S> {
     }
 
     /// [`with_remint`](Self::with_remint) with `template` for `reference`, the template shared.
+    #[cfg(feature = "pool")]
     pub(crate) fn with_remint_template(
         mut self,
         template: Arc<CreateSubscriberToken>,
@@ -255,6 +259,7 @@ impl<S> SubscriberRefresher<S> {
     }
 
     /// The reference a re-mint asks for, if re-mint is on.
+    #[cfg(feature = "pool")]
     pub(crate) fn remint_reference(&self) -> Option<&str> {
         self.remint.as_ref().map(Remint::reference)
     }

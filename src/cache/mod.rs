@@ -26,5 +26,6 @@ pub(crate) use pair::check_token;
 pub use pair::{TokenHeader, TokenPair};
 pub use refresh::{Refresh, RefreshError};
 pub use replica::StoreStats;
+#[cfg(feature = "pool")]
 pub(crate) use settings::{MAX_RETRY_AFTER, backoff};
 pub(crate) use state::State;
