@@ -254,6 +254,15 @@ impl<S> TokenClient<S> {
         &self.service
     }
 
+    /// The same client over `map(service)`.
+    #[cfg(feature = "pool")]
+    pub(crate) fn map_service<T>(self, map: impl FnOnce(S) -> T) -> TokenClient<T> {
+        TokenClient {
+            service: map(self.service),
+            shared: self.shared,
+        }
+    }
+
     /// Everything secret a request may carry, for cutting out of an echoed error: `token`, the
     /// API token and its Basic form.
     fn secrets_besides<'a>(&'a self, token: Option<&'a str>) -> Vec<&'a str> {

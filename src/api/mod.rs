@@ -19,6 +19,8 @@ pub(crate) type DefaultService = crate::HttpsClient;
 pub(crate) type DefaultService = ();
 pub use error::{ApiError, ApiErrorEntry};
 pub use refresher::SubscriberRefresher;
+#[cfg(feature = "pool")]
+pub(crate) use service::SharedService;
 pub use service::TokenService;
 #[cfg(feature = "test-util")]
 pub(crate) use types::is_uuid;

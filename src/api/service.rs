@@ -40,3 +40,44 @@ where
 {
     type ResponseBody = B;
 }
+
+/// A token service behind one `Arc`, so that its clones share one copy: a pool's entries each
+/// hold a refresher, and a client such as `HttpsClient` is hundreds of bytes. Each call clones
+/// the service inside (the client's own clone, as for any call) and waits for its readiness
+/// there; calls are rare (mints and refreshes), so their one allocation is nothing.
+#[cfg(feature = "pool")]
+pub(crate) struct SharedService<S>(std::sync::Arc<S>);
+
+#[cfg(feature = "pool")]
+impl<S> SharedService<S> {
+    pub(crate) fn new(service: S) -> Self {
+        Self(std::sync::Arc::new(service))
+    }
+}
+
+#[cfg(feature = "pool")]
+impl<S> Clone for SharedService<S> {
+    fn clone(&self) -> Self {
+        Self(std::sync::Arc::clone(&self.0))
+    }
+}
+
+#[cfg(feature = "pool")]
+impl<S: TokenService> Service<Request<Full<Bytes>>> for SharedService<S> {
+    type Response = Response<S::ResponseBody>;
+    type Error = S::Error;
+    type Future = crate::cache::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Readiness belongs to the clone each call makes.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
+        use tower::ServiceExt;
+        Box::pin(S::clone(&self.0).oneshot(request))
+    }
+}

@@ -87,8 +87,9 @@ pub(crate) struct Core {
     pub(crate) refresher: Option<Arc<dyn DynRefresh>>,
     pub(crate) settings: Settings,
     pub(crate) counters: Counters,
-    /// The store replicas share the pair through, if any.
-    pub(crate) link: Option<StoreLink>,
+    /// The store replicas share the pair through, if any. Boxed: most caches have none, and
+    /// a pool holds many caches.
+    pub(crate) link: Option<Box<StoreLink>>,
     generations: AtomicU64,
     /// Wakes waiters when a pair is installed by hand, so they need not wait out a refresh of
     /// the pair it replaced.
@@ -121,7 +122,7 @@ impl Core {
             refresher,
             settings,
             counters: Counters::default(),
-            link,
+            link: link.map(Box::new),
             generations: AtomicU64::new(1),
             installed: Notify::new(),
             hooks: Mutex::default(),

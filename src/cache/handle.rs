@@ -269,7 +269,7 @@ impl TokenCache {
     /// Counters of the cache's use of its [store](TokenCacheBuilder::store); `None` without
     /// one.
     pub fn store_stats(&self) -> Option<StoreStats> {
-        self.shared.link.as_ref().map(StoreLink::stats)
+        self.shared.link.as_deref().map(StoreLink::stats)
     }
 
     pub(crate) fn local(&self) -> LocalCache {

@@ -8,7 +8,7 @@ use super::{TokenPool, stats::Counters};
 use crate::{
     CreateSubscriberToken, Error, Refresh, RefreshError, StoreKey, SubscriberRefresher, TokenCache,
     TokenCacheBuilder, TokenClient, TokenPair, TokenStore,
-    api::{DefaultService, TokenService},
+    api::{DefaultService, SharedService, TokenService},
     cache::BoxFuture,
 };
 
@@ -155,7 +155,8 @@ impl<S: TokenService> TokenPoolBuilder<S> {
     pub fn build(self) -> TokenPool {
         let space: Arc<str> = self.client.space().host().into();
         let minter = Minter {
-            client: self.client,
+            // Every entry's refresher holds the client: one copy of its service for them all.
+            client: self.client.map_service(SharedService::new),
             template: Arc::new(self.template),
             settings: self.settings,
             store: self.store,
