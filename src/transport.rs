@@ -227,9 +227,11 @@ const SUBDOMAIN_SUFFIX: &[u8; 15] = b".signalwire.com";
 
 /// The fast path's test: `authority` is `<labels>.signalwire.com`, in lower case, with no user
 /// info and no port. Anything else (upper case, a port, a trailing dot, the bare domain) is
-/// left to the full check, which parses the host. Refusing `:` and `@` anywhere before the
-/// suffix is what keeps `evil.test:.signalwire.com` (host `evil.test`, an unparsable port)
-/// and `a.signalwire.com@evil.test` out. Eight bytes at a time: it runs on every request.
+/// left to the full check, which parses the host. Refusing `:`, `@`, `[` and `]` anywhere
+/// before the suffix is what keeps `evil.test:.signalwire.com` (host `evil.test`, an
+/// unparsable port), `a.signalwire.com@evil.test` and `[evil.test].signalwire.com` (a
+/// "bracketed" host that connectors unwrap to `evil.test`) out. Eight bytes at a time: it
+/// runs on every request.
 #[inline]
 fn is_plain_subdomain(authority: &str) -> bool {
     let bytes = authority.as_bytes();
@@ -251,21 +253,22 @@ fn is_plain_subdomain(authority: &str) -> bool {
     let mut marks = 0;
     let mut at = 0;
     while at + 8 < prefix {
-        marks |= colon_or_at(word(at));
+        marks |= delimiters(word(at));
         at += 8;
     }
-    marks |= colon_or_at(word(at));
+    marks |= delimiters(word(at));
     marks == 0
 }
 
-/// Non-zero if any byte of `word` is `:` or `@` (the classic zero-byte test, on `word` xor
-/// each byte repeated).
+/// Non-zero if any byte of `word` is `:`, `@`, `[` or `]` (the classic zero-byte test, on
+/// `word` xor each byte repeated; it may flag a byte after a true match, never miss one).
 #[inline]
-fn colon_or_at(word: u64) -> u64 {
+fn delimiters(word: u64) -> u64 {
     const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
-    zero(word ^ (LOW * u64::from(b':'))) | zero(word ^ (LOW * u64::from(b'@')))
+    let any = |byte: u8| zero(word ^ (LOW * u64::from(byte)));
+    any(b':') | any(b'@') | any(b'[') | any(b']')
 }
 
 #[cfg(test)]
@@ -305,6 +308,8 @@ mod tests {
             "https://signalwire.com:443@evil.test/api",
             "https://evil.test:.signalwire.com/api",
             "https://user@evil.test:.signalwire.com/api",
+            // Connectors unwrap a bracketed host: this one would go to evil.test.
+            "https://[evil.test].signalwire.com/api",
         ] {
             assert!(check(&t, foreign).unwrap_err().is_refused(), "{foreign}");
         }
@@ -328,15 +333,17 @@ mod tests {
             "evil.test:.signalwire.com",
             "u@a.signalwire.com",
             "a.b.c.d.e.f.g.h:1.signalwire.com",
+            "[evil.test].signalwire.com",
+            "a.b.c.d.e.f.[evil].signalwire.com",
             "xsignalwire.com",
             "a.signalwire.co",
         ] {
             assert!(!is_plain_subdomain(other), "{other}");
         }
-        // Each byte position of a long prefix: a `:` or `@` anywhere is seen.
+        // Each byte position of a long prefix: a delimiter anywhere is seen.
         let long = "abcdefghijklmnopqrstuvwxyz";
         for at in 0..long.len() {
-            for bad in [":", "@"] {
+            for bad in [":", "@", "[", "]"] {
                 let host = format!("{}{bad}{}.signalwire.com", &long[..at], &long[at..]);
                 assert!(!is_plain_subdomain(&host), "{host}");
             }
