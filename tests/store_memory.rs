@@ -14,7 +14,9 @@ use common::{
     Captured,
     store::{Chain, ChainRefresher, Flaky, LIFETIME, key, replica},
 };
-use signalwire_auth::{MemoryStore, StoredPair, TokenCache, TokenStore};
+use signalwire_auth::{
+    MemoryStore, Refresh, RefreshError, StoredPair, TokenCache, TokenPair, TokenStore,
+};
 use tokio::{task::JoinSet, time::Instant};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -339,4 +341,54 @@ async fn secrets_never_reach_debug_output_or_traces() {
         assert!(!text.contains("access-"), "{text}");
         assert!(!text.contains("refresh-"), "{text}");
     }
+}
+
+/// A refresher whose mint never answers.
+struct HangingMint;
+
+impl Refresh for HangingMint {
+    fn refresh(
+        &self,
+        _: &TokenPair,
+    ) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        std::future::ready(Err(RefreshError::terminal("this refresher only mints")))
+    }
+
+    fn can_mint(&self) -> bool {
+        true
+    }
+
+    fn mint(&self) -> impl Future<Output = Result<TokenPair, RefreshError>> + Send {
+        std::future::pending()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_cancelled_while_it_holds_the_lease_releases_it() {
+    let chain = Arc::new(Chain::default());
+    let store = MemoryStore::new();
+    // Nothing stored: this start takes the lease to mint, and is dropped mid-mint.
+    let start = TokenCache::from_store(HangingMint, store.clone(), key())
+        .lease_ttl(LEASE_TTL)
+        .start();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), start)
+            .await
+            .is_err()
+    );
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+
+    // The next replica takes the lease at once instead of waiting out its TTL.
+    let started = Instant::now();
+    let cache = replica(ChainRefresher::new(&chain), store.clone())
+        .lease_ttl(LEASE_TTL)
+        .start()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < LEASE_TTL / 2, "{:?}", started.elapsed());
+    let stats = cache.store_stats().unwrap();
+    assert_eq!((stats.leases(), stats.lease_waits()), (1, 0));
+    assert_eq!(chain.mints(), 1);
 }

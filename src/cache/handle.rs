@@ -16,7 +16,7 @@ use super::{
     Refresh, TokenPair,
     core::DynRefresh,
     flight::{Need, Shared, WaitFuture},
-    replica::{FirstMint, StoreLink, StoreStats},
+    replica::{FirstMint, LeaseGuard, StoreLink, StoreStats, bounded},
     settings::{Hook, Margins, Settings, unit},
     state::{Phase, State},
 };
@@ -551,21 +551,23 @@ impl TokenCacheBuilder {
             return Ok(self.build());
         };
         let link = StoreLink::new(store, key, self.lease_ttl);
-        let mut leased = false;
-        let started = self.first_shared_pair(&link, mints, &mut leased).await;
-        if leased {
+        // Dropped with this future, it releases the lease from a task of its own.
+        let mut lease = None;
+        let started = self.first_shared_pair(&link, mints, &mut lease).await;
+        if let Some(mut lease) = lease {
+            lease.disarm();
             link.release().await;
         }
         Ok(self.assemble(started?, Some(link)))
     }
 
-    /// The pair a cache with a store starts from (see [`start`](Self::start)). Sets `leased`
+    /// The pair a cache with a store starts from (see [`start`](Self::start)). Sets `lease`
     /// when it took the key's lease, which the caller releases.
     async fn first_shared_pair(
         &mut self,
         link: &StoreLink,
         mints: &mut u64,
-        leased: &mut bool,
+        lease: &mut Option<LeaseGuard>,
     ) -> Result<TokenPair, Error> {
         let adopt = |stored: &StoredPair| {
             let pair = stored.to_pair().ok()?;
@@ -573,6 +575,7 @@ impl TokenCacheBuilder {
             link.set_known(Some(stored.version()));
             Some(pair)
         };
+        let mut asked = false;
         for _ in 0..3 {
             let expected = match link.load().await {
                 Ok(Some(stored)) if stored.is_usable() => match adopt(&stored) {
@@ -583,17 +586,18 @@ impl TokenCacheBuilder {
                 Err(error) if error.is_store_corrupt() => 0,
                 Err(error) => {
                     tracing::warn!(key = %link.key(), error = %crate::error::Chain(&error), "token store unreachable at start; starting alone");
-                    return self.first_pair(mints).await.map_err(|_| error);
+                    return self.first_pair(mints, None).await.map_err(|_| error);
                 }
             };
             // Nothing usable is stored and this cache would mint: replicas starting at once
             // mint one pair between them, the one holding the lease, and the others wait for
             // it (and mint their own only if it does not come in time).
-            if self.pair.is_none() && !*leased {
+            if self.pair.is_none() && !asked {
+                asked = true;
                 match link.first_mint(self.attempt_timeout).await {
                     // Read again under the lease: a pair may have been stored meanwhile.
                     FirstMint::Leased => {
-                        *leased = true;
+                        *lease = Some(link.lease_guard());
                         continue;
                     }
                     FirstMint::Stored(stored) => match adopt(&stored) {
@@ -603,7 +607,11 @@ impl TokenCacheBuilder {
                     FirstMint::Alone => {}
                 }
             }
-            let pair = self.first_pair(mints).await?;
+            // Under the lease, the mint must be stored before the lease may pass on.
+            let deadline = lease
+                .as_ref()
+                .map(|_| link.holder_deadline(self.attempt_timeout));
+            let pair = self.first_pair(mints, deadline).await?;
             match link.publish_first(&pair, expected).await {
                 Ok(Ok(version)) => {
                     if version > 0 {
@@ -616,11 +624,15 @@ impl TokenCacheBuilder {
                 Err(_) => return Ok(pair),
             }
         }
-        self.first_pair(mints).await
+        self.first_pair(mints, None).await
     }
 
-    /// The builder's pair, or a minted one.
-    async fn first_pair(&mut self, mints: &mut u64) -> Result<TokenPair, Error> {
+    /// The builder's pair, or a minted one (within `deadline`, if any).
+    async fn first_pair(
+        &mut self,
+        mints: &mut u64,
+        deadline: Option<Duration>,
+    ) -> Result<TokenPair, Error> {
         if let Some(pair) = self.pair.take() {
             return Ok(pair);
         }
@@ -630,7 +642,11 @@ impl TokenCacheBuilder {
             ));
         }
         *mints += 1;
-        self.refresher.mint_boxed().await.map_err(|error| {
+        let minted = match deadline {
+            Some(deadline) => bounded(deadline, self.refresher.mint_boxed()).await,
+            None => self.refresher.mint_boxed().await,
+        };
+        minted.map_err(|error| {
             let kind = if error.is_terminal() {
                 Kind::ReauthenticationNeeded
             } else {

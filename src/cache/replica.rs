@@ -37,6 +37,32 @@ use crate::{
     error::{Chain, Kind},
 };
 
+/// See [`StoreLink::lease_guard`].
+pub(crate) struct LeaseGuard {
+    held: Option<(Arc<dyn TokenStore>, StoreKey, Box<str>)>,
+}
+
+impl LeaseGuard {
+    /// The lease is released the ordinary way.
+    pub(crate) fn disarm(&mut self) {
+        self.held = None;
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let Some((store, key, owner)) = self.held.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // If this fails too, the lease ends with its TTL.
+                let _ = store.release_lease(&key, &owner).await;
+            });
+        }
+    }
+}
+
 /// How a cache starting with nothing usable stored gets its first pair.
 pub(crate) enum FirstMint {
     /// It holds the lease: it mints.
@@ -222,7 +248,7 @@ impl StoreLink {
                     ),
                 ));
             }
-            self.pause(&mut changes).await;
+            self.pause(&mut changes, give_up).await;
         }
     }
 
@@ -248,6 +274,7 @@ impl StoreLink {
     pub(crate) async fn first_mint(&self, attempt_timeout: Duration) -> FirstMint {
         let give_up = Instant::now() + self.lease_ttl + attempt_timeout;
         let mut changes = self.store.changes();
+        let mut waited = false;
         loop {
             match self
                 .call(
@@ -260,7 +287,11 @@ impl StoreLink {
                     bump(&self.counters.leases);
                     return FirstMint::Leased;
                 }
-                Ok(false) => bump(&self.counters.lease_waits),
+                Ok(false) if !waited => {
+                    bump(&self.counters.lease_waits);
+                    waited = true;
+                }
+                Ok(false) => {}
                 Err(_) => return FirstMint::Alone,
             }
             match self.call(self.store.load(&self.key)).await {
@@ -273,17 +304,36 @@ impl StoreLink {
                 tracing::debug!(key = %self.key, "no replica stored a first pair in time; minting alone");
                 return FirstMint::Alone;
             }
-            self.pause(&mut changes).await;
+            self.pause(&mut changes, give_up).await;
         }
     }
 
-    /// Waits for a change of the key, or a poll interval.
-    async fn pause(&self, changes: &mut broadcast::Receiver<StoreKey>) {
+    /// Waits for a change of the key, or a poll interval, but not past `give_up`.
+    async fn pause(&self, changes: &mut broadcast::Receiver<StoreKey>, give_up: Instant) {
         let poll =
             (self.lease_ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let poll = poll.min(give_up.saturating_duration_since(Instant::now()));
         tokio::select! {
             () = changed(changes, &self.key) => {}
             () = tokio::time::sleep(poll) => {}
+        }
+    }
+
+    /// The deadline of a call made while holding the lease: half the lease at most, so that
+    /// its result is stored before another replica may take over.
+    pub(crate) fn holder_deadline(&self, attempt_timeout: Duration) -> Duration {
+        attempt_timeout.min(self.lease_ttl / 2)
+    }
+
+    /// Releases the key's lease if dropped before [`LeaseGuard::disarm`]: a start cancelled
+    /// while it holds the lease does not leave the other replicas waiting out its TTL.
+    pub(crate) fn lease_guard(&self) -> LeaseGuard {
+        LeaseGuard {
+            held: Some((
+                Arc::clone(&self.store),
+                self.key.clone(),
+                self.owner.clone(),
+            )),
         }
     }
 
@@ -353,7 +403,7 @@ impl StoreLink {
                 known.shared,
             ),
         };
-        let deadline = settings.attempt_timeout.min(self.lease_ttl / 2);
+        let deadline = self.holder_deadline(settings.attempt_timeout);
         let mint = mint && refresher.can_mint();
         let (pair, expected, how) = if mint {
             bump(&self.counters.mints);
@@ -580,7 +630,7 @@ async fn changed(changes: &mut broadcast::Receiver<StoreKey>, key: &StoreKey) {
 }
 
 /// A refresher call bounded by `deadline`.
-async fn bounded(
+pub(crate) async fn bounded(
     deadline: Duration,
     call: impl Future<Output = Result<TokenPair, RefreshError>>,
 ) -> Result<TokenPair, RefreshError> {

@@ -136,8 +136,10 @@ impl<S> TokenPoolBuilder<S> {
     /// mints again, but not sooner. A lookup that finds the next mint due within 5 s waits
     /// for it; one that finds it later fails at once with [`Error::is_mint_failed`] and the
     /// last failure as its source, and sends nothing. A mint that succeeds clears the count.
+    /// Each is at most a day.
     pub fn mint_backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.mint_backoff = (base, cap.max(base));
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        self.mint_backoff = (base.min(DAY), cap.max(base).min(DAY));
         self
     }
 

@@ -192,28 +192,32 @@ impl TokenPool {
         let mut minted = false;
         let init = async {
             minted = true;
-            let result = inner.minter.mint(reference, &inner.book.counters).await;
-            match &result {
-                Ok(cache) => inner
-                    .book
-                    .index
-                    .insert(Arc::clone(reference), cache.clone()),
-                Err(_) => Counters::add(&inner.book.counters.mint_failures),
+            let counters = &inner.book.counters;
+            match inner.minter.mint(reference, counters).await {
+                Ok(cache) => {
+                    inner
+                        .book
+                        .index
+                        .insert(Arc::clone(reference), cache.clone());
+                    inner.failures.succeeded(reference).await;
+                    Ok(cache)
+                }
+                Err(error) => {
+                    Counters::add(&counters.mint_failures);
+                    // Recorded before the waiters hear of it, so that no lookup arriving after
+                    // them mints before the backoff.
+                    let error = Arc::new(error);
+                    let delay = inner.failures.failed(reference, Arc::clone(&error)).await;
+                    tracing::debug!(subscriber = %reference, retry_in_ms = delay.as_millis() as u64, "next mint after a backoff");
+                    Err(error)
+                }
             }
-            result
         };
         let result = inner
             .entries
             .try_get_with(Arc::clone(reference), init)
             .await;
         if minted {
-            match &result {
-                Ok(_) => inner.failures.succeeded(reference).await,
-                Err(shared) => {
-                    let delay = inner.failures.failed(reference, Arc::clone(shared)).await;
-                    tracing::debug!(subscriber = %reference, retry_in_ms = delay.as_millis() as u64, "next mint after a backoff");
-                }
-            }
             // Applies the bound now: moka otherwise evicts on its own schedule, and the pool
             // could hold more than `max_subscribers` in between.
             inner.entries.run_pending_tasks().await;

@@ -40,7 +40,7 @@ impl Failures {
         Self {
             recent: Cache::builder()
                 .max_capacity(max)
-                .time_to_idle(cap.max(MAX_RETRY_AFTER) * 2)
+                .time_to_idle(cap.max(MAX_RETRY_AFTER).saturating_mul(2))
                 .build(),
             base,
             cap,

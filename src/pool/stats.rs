@@ -39,7 +39,8 @@ impl PoolStats {
         self.hits
     }
 
-    /// Lookups that did not, and waited for a mint (their own or one already in flight).
+    /// Lookups that did not, and waited for a mint (their own or one already in flight), or
+    /// were refused at once during a failed mint's backoff.
     pub fn misses(&self) -> u64 {
         self.misses
     }
