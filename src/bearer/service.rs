@@ -231,7 +231,8 @@ fn take_ready<S: Clone>(inner: &mut S) -> S {
 /// The synchronous half of `TokenCache::authorization`: the same rules, without a future for a
 /// token that can be sent now. `keep` is the cache the future holds for a 401 (`None` for a
 /// fixed token).
-#[inline]
+// Always: a call left out of line builds the future in its own frame and copies it out.
+#[inline(always)]
 fn send<S, B, ResB>(
     inner: &mut S,
     request: Request<B>,
