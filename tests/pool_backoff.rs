@@ -121,3 +121,40 @@ async fn failures_in_a_row_back_off_longer() {
     assert_eq!(mints(&mock), 3);
     assert_eq!(pool.stats().mint_failures(), 2);
 }
+
+#[tokio::test]
+async fn a_429_retry_after_holds_the_next_mint_back_at_least_that_long() {
+    let mock = MockSpace::start().await.unwrap();
+    // The pool's own backoff is 50-100 ms; the mock's 429 says `retry-after: 1`.
+    let pool = pool(
+        &mock,
+        Duration::from_millis(100),
+        Duration::from_millis(100),
+    );
+    mock.inject(
+        MockEndpoint::CreateSubscriberToken,
+        Fault::Status(StatusCode::TOO_MANY_REQUESTS),
+        1,
+    );
+    let error = pool.cache("alice@example.com").await.unwrap_err();
+    assert_eq!(
+        error.api_error().map(|api| api.status()),
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
+
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.cache("alice@example.com").await })
+    };
+    yields(100).await;
+    advance(Duration::from_millis(500)).await;
+    yields(100).await;
+    assert!(
+        !waiting.is_finished(),
+        "past its own backoff, within Retry-After"
+    );
+    assert_eq!(mints(&mock), 1);
+    advance(Duration::from_millis(600)).await;
+    waiting.await.unwrap().unwrap();
+    assert_eq!(mints(&mock), 2);
+}
