@@ -56,6 +56,18 @@ fn pooled_to_mock(
         .layer(mock.client())
 }
 
+/// The reqwest middleware from `pool` over the mock's reqwest client, and the URL it serves.
+fn reqwest_pooled(
+    pool: &TokenPool,
+    mock: &MockSpace,
+) -> (reqwest_middleware::ClientWithMiddleware, String) {
+    let client = reqwest_middleware::ClientBuilder::new(mock.reqwest_client())
+        .with(BearerAuthMiddleware::pooled(pool.clone()).for_space(&mock.space()))
+        .build();
+    let url = mock.space().endpoint("/api/fabric/addresses").unwrap();
+    (client, url.to_string())
+}
+
 async fn list_addresses(
     client: &BearerAuth<HttpsClient<ReplayBody<Full<Bytes>>>>,
     mock: &MockSpace,
@@ -203,14 +215,7 @@ async fn revoking_one_subscribers_tokens_refreshes_only_that_subscriber() {
 async fn the_reqwest_middleware_refreshes_only_the_revoked_subscriber() {
     let mock = MockSpace::start().await.unwrap();
     let pool = TokenPool::with_client(mock.token_client()).build();
-    let client = reqwest_middleware::ClientBuilder::new(mock.reqwest_client())
-        .with(BearerAuthMiddleware::pooled(pool.clone()).for_space(&mock.space()))
-        .build();
-    let url = mock
-        .space()
-        .endpoint("/api/fabric/addresses")
-        .unwrap()
-        .to_string();
+    let (client, url) = reqwest_pooled(&pool, &mock);
     revoking_one_of_three_refreshes_only_that_one(&mock, &pool, |who| {
         let request = client.get(&url).with_extension(who);
         async move { request.send().await.unwrap().status() }
@@ -378,14 +383,7 @@ async fn a_request_without_a_subscriber_is_refused_and_not_sent() {
     );
 
     // The reqwest middleware refuses it too.
-    let reqwest = reqwest_middleware::ClientBuilder::new(mock.reqwest_client())
-        .with(BearerAuthMiddleware::pooled(pool.clone()).for_space(&mock.space()))
-        .build();
-    let url = mock
-        .space()
-        .endpoint("/api/fabric/addresses")
-        .unwrap()
-        .to_string();
+    let (reqwest, url) = reqwest_pooled(&pool, &mock);
     let error = reqwest.get(&url).send().await.unwrap_err();
     let reqwest_middleware::Error::Middleware(error) = error else {
         panic!("not the middleware's error: {error:?}");
