@@ -158,3 +158,38 @@ async fn a_429_retry_after_holds_the_next_mint_back_at_least_that_long() {
     waiting.await.unwrap().unwrap();
     assert_eq!(mints(&mock), 2);
 }
+
+#[tokio::test]
+async fn a_mint_that_succeeds_starts_the_backoff_over() {
+    let mock = MockSpace::start().await.unwrap();
+    // One entry at most, so that looking up bob evicts alice.
+    let pool = TokenPool::with_client(mock.token_client())
+        .mint_backoff(Duration::from_secs(20), Duration::from_secs(160))
+        .max_subscribers(1)
+        .build();
+    mock.inject(
+        MockEndpoint::CreateSubscriberToken,
+        Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
+        2,
+    );
+    // Two failures in a row: the next mint comes 20-40 s after the second.
+    assert!(pool.cache("alice@example.com").await.is_err());
+    advance(Duration::from_secs(20)).await;
+    assert!(pool.cache("alice@example.com").await.is_err());
+    advance(Duration::from_secs(40)).await;
+    pool.cache("alice@example.com").await.unwrap();
+    pool.cache("bob@example.com").await.unwrap();
+    pool.run_pending_tasks().await;
+    assert_eq!(pool.stats().evictions(), 1);
+
+    // Alice fails again: a first failure (next mint 10-20 s later), not a third (40-80 s).
+    mock.inject(
+        MockEndpoint::CreateSubscriberToken,
+        Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
+        1,
+    );
+    assert!(pool.cache("alice@example.com").await.is_err());
+    advance(Duration::from_secs(20)).await;
+    pool.cache("alice@example.com").await.unwrap();
+    assert_eq!(mints(&mock), 6);
+}
