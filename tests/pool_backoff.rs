@@ -20,6 +20,15 @@ fn pool(mock: &MockSpace, base: Duration, cap: Duration) -> TokenPool {
         .build()
 }
 
+/// The next `times` Create Subscriber Token calls are answered `status`.
+fn fail_mints(mock: &MockSpace, status: StatusCode, times: usize) {
+    mock.inject(
+        MockEndpoint::CreateSubscriberToken,
+        Fault::Status(status),
+        times,
+    );
+}
+
 fn mints(mock: &MockSpace) -> usize {
     mock.calls(MockEndpoint::CreateSubscriberToken)
 }
@@ -29,11 +38,7 @@ async fn a_lookup_long_before_the_next_mint_fails_at_once_and_mints_nothing() {
     let mock = MockSpace::start().await.unwrap();
     // The first retry comes 10 to 20 s after a failure: later than a lookup waits.
     let pool = pool(&mock, Duration::from_secs(20), Duration::from_secs(60));
-    mock.inject(
-        MockEndpoint::CreateSubscriberToken,
-        Fault::Status(StatusCode::INTERNAL_SERVER_ERROR),
-        1,
-    );
+    fail_mints(&mock, StatusCode::INTERNAL_SERVER_ERROR, 1);
     let first = pool.cache("alice@example.com").await.unwrap_err();
     assert!(first.is_mint_failed(), "{first:?}");
     assert_eq!(mints(&mock), 1);
@@ -71,11 +76,7 @@ async fn a_lookup_soon_before_the_next_mint_waits_for_it() {
     let mock = MockSpace::start().await.unwrap();
     // The first retry comes 1 to 2 s after a failure: a lookup waits for it.
     let pool = pool(&mock, Duration::from_secs(2), Duration::from_secs(60));
-    mock.inject(
-        MockEndpoint::CreateSubscriberToken,
-        Fault::Status(StatusCode::UNPROCESSABLE_ENTITY),
-        1,
-    );
+    fail_mints(&mock, StatusCode::UNPROCESSABLE_ENTITY, 1);
     assert!(
         pool.cache("alice@example.com")
             .await
@@ -100,11 +101,7 @@ async fn a_lookup_soon_before_the_next_mint_waits_for_it() {
 async fn failures_in_a_row_back_off_longer() {
     let mock = MockSpace::start().await.unwrap();
     let pool = pool(&mock, Duration::from_secs(20), Duration::from_secs(160));
-    mock.inject(
-        MockEndpoint::CreateSubscriberToken,
-        Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
-        2,
-    );
+    fail_mints(&mock, StatusCode::SERVICE_UNAVAILABLE, 2);
     // Failure 1: next mint 10-20 s later. Failure 2: 20-40 s later.
     assert!(pool.cache("alice@example.com").await.is_err());
     advance(Duration::from_secs(20)).await;
@@ -131,11 +128,7 @@ async fn a_429_retry_after_holds_the_next_mint_back_at_least_that_long() {
         Duration::from_millis(100),
         Duration::from_millis(100),
     );
-    mock.inject(
-        MockEndpoint::CreateSubscriberToken,
-        Fault::Status(StatusCode::TOO_MANY_REQUESTS),
-        1,
-    );
+    fail_mints(&mock, StatusCode::TOO_MANY_REQUESTS, 1);
     let error = pool.cache("alice@example.com").await.unwrap_err();
     assert_eq!(
         error.api_error().map(|api| api.status()),
@@ -167,11 +160,7 @@ async fn a_mint_that_succeeds_starts_the_backoff_over() {
         .mint_backoff(Duration::from_secs(20), Duration::from_secs(160))
         .max_subscribers(1)
         .build();
-    mock.inject(
-        MockEndpoint::CreateSubscriberToken,
-        Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
-        2,
-    );
+    fail_mints(&mock, StatusCode::SERVICE_UNAVAILABLE, 2);
     // Two failures in a row: the next mint comes 20-40 s after the second.
     assert!(pool.cache("alice@example.com").await.is_err());
     advance(Duration::from_secs(20)).await;
@@ -183,11 +172,7 @@ async fn a_mint_that_succeeds_starts_the_backoff_over() {
     assert_eq!(pool.stats().evictions(), 1);
 
     // Alice fails again: a first failure (next mint 10-20 s later), not a third (40-80 s).
-    mock.inject(
-        MockEndpoint::CreateSubscriberToken,
-        Fault::Status(StatusCode::SERVICE_UNAVAILABLE),
-        1,
-    );
+    fail_mints(&mock, StatusCode::SERVICE_UNAVAILABLE, 1);
     assert!(pool.cache("alice@example.com").await.is_err());
     advance(Duration::from_secs(20)).await;
     pool.cache("alice@example.com").await.unwrap();

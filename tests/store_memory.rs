@@ -392,3 +392,41 @@ async fn a_start_cancelled_while_it_holds_the_lease_releases_it() {
     assert_eq!((stats.leases(), stats.lease_waits()), (1, 0));
     assert_eq!(chain.mints(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_start_waiting_for_a_first_mint_that_never_comes_mints_within_its_bound() {
+    let chain = Arc::new(Chain::default());
+    let store = Flaky::default();
+    // The first replica takes the lease to mint, its mint never answers, and its lease is
+    // never released (it died): the lease ends only with its TTL.
+    let dying_store = store.sibling();
+    dying_store.no_release.store(true, Ordering::SeqCst);
+    let dying = tokio::spawn(
+        TokenCache::from_store(HangingMint, dying_store, key())
+            .lease_ttl(LEASE_TTL)
+            .attempt_timeout(ATTEMPT_TIMEOUT)
+            .start(),
+    );
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+
+    let started = Instant::now();
+    let cache = replica(ChainRefresher::new(&chain), store.clone())
+        .lease_ttl(LEASE_TTL)
+        .attempt_timeout(ATTEMPT_TIMEOUT)
+        .start()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= LEASE_TTL / 2,
+        "it waited for the holder first: {took:?}"
+    );
+    assert!(took <= LEASE_TTL + ATTEMPT_TIMEOUT, "{took:?}");
+    assert_eq!(chain.mints(), 1);
+    assert_eq!(cache.store_stats().unwrap().lease_waits(), 1);
+    // The holder's mint was cut off at half its lease.
+    let error = dying.await.unwrap().unwrap_err();
+    assert!(error.is_refresh_failed(), "{error:?}");
+}
