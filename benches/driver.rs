@@ -23,11 +23,20 @@
 //! The pooled variants (`bearer_pooled_*`) send requests carrying a `Subscriber` extension
 //! through `BearerAuthLayer::pooled`, over a pool filled beforehand (in-process mints); compare
 //! them with `bearer_cache_replay_off_subscriber`, the single cache with the same requests (the
-//! extension costs the request's builder an allocation or two, whatever the layer).
+//! extension costs the request's builder an allocation or two, whatever the layer). The
+//! `_rotating` pair names each of 10,000 subscribers in turn, so that every pooled request goes
+//! through the pool's index rather than the service's memo of its last subscriber.
 
 mod support;
 
-use std::{hint::black_box, sync::OnceLock, time::Duration};
+use std::{
+    hint::black_box,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::Request;
@@ -63,13 +72,29 @@ fn request_with_subscriber() -> Request<Empty<Bytes>> {
     request
 }
 
+/// Subscribers of the pooled variants that rotate: one more than the pool holds would evict.
+const ROTATING: usize = 10_000;
+
+/// `request()` for each of the `ROTATING` subscribers in turn, so that no two requests in a
+/// row name the same one: the pooled service's memo of its last subscriber never serves, and
+/// every request goes through the index.
+fn request_rotating() -> Request<Empty<Bytes>> {
+    static SUBSCRIBERS: OnceLock<Vec<Subscriber>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let subscribers = SUBSCRIBERS.get_or_init(|| (0..ROTATING).map(pool_subscriber).collect());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % ROTATING;
+    let mut request = request();
+    request.extensions_mut().insert(subscribers[n].clone());
+    request
+}
+
 fn pool_subscriber(n: usize) -> Subscriber {
     Subscriber::new(format!("subscriber-{n}@example.com"))
 }
 
 /// A pooled layer (replay off) over the no-op service, its pool holding `live` subscribers,
 /// minted in-process (no sockets, so that callgrind counts the same work every time).
-fn pooled(live: usize) -> Run {
+fn pooled(live: usize, make: fn() -> Request<Empty<Bytes>>) -> Run {
     let mint = Mint::default();
     let pool = TokenPool::with_client(mint.client())
         .max_subscribers(live as u64)
@@ -81,11 +106,14 @@ fn pooled(live: usize) -> Run {
     let service: BearerAuth<Noop> = BearerAuthLayer::pooled(pool.clone())
         .replay_limit(0)
         .layer(noop());
-    // Arms the entry's timer on this thread's runtime, as for the single cache.
-    send(&mut service.clone(), request_with_subscriber());
+    // Arms the timers of the entries `make` names on this thread's runtime, as for the single
+    // cache (the threads have none).
+    for _ in 0..live {
+        send(&mut service.clone(), make());
+    }
     Box::new(move |threads, requests| {
         let hits = pool.stats().hits();
-        let took = split(&service, request_with_subscriber, threads, requests);
+        let took = split(&service, make, threads, requests);
         // Every request found its subscriber in the index: nothing was minted meanwhile.
         assert_eq!(pool.stats().hits() - hits, requests / threads * threads);
         assert_eq!(pool.stats().mints(), live as u64);
@@ -153,8 +181,22 @@ fn variants(token: &str, wanted: impl Fn(&str) -> bool) -> Vec<(&'static str, Op
             "bearer_cache_replay_off_subscriber",
             Box::new(|| timed(variants::bearer_replay_off(cache), request_with_subscriber)),
         ),
-        ("bearer_pooled_1", Box::new(|| pooled(1))),
-        ("bearer_pooled_10k", Box::new(|| pooled(10_000))),
+        (
+            "bearer_cache_replay_off_rotating",
+            Box::new(|| timed(variants::bearer_replay_off(cache), request_rotating)),
+        ),
+        (
+            "bearer_pooled_1",
+            Box::new(|| pooled(1, request_with_subscriber)),
+        ),
+        (
+            "bearer_pooled_10k",
+            Box::new(|| pooled(10_000, request_with_subscriber)),
+        ),
+        (
+            "bearer_pooled_10k_rotating",
+            Box::new(|| pooled(ROTATING, request_rotating)),
+        ),
     ];
     all.into_iter()
         .map(|(name, build)| (name, wanted(name).then(build)))
@@ -286,11 +328,17 @@ fn count_all() {
         let anchor = anchor.map_or("—".to_owned(), |a| format!("{:.3}", per / of(a)));
         println!("| {name} | {per:.0} | {anchor} | {:.3} |", per / of(floor));
     }
-    let single = of("bearer_cache_replay_off_subscriber");
-    for pooled in ["bearer_pooled_1", "bearer_pooled_10k"] {
+    for (pooled, single) in [
+        ("bearer_pooled_1", "bearer_cache_replay_off_subscriber"),
+        ("bearer_pooled_10k", "bearer_cache_replay_off_subscriber"),
+        (
+            "bearer_pooled_10k_rotating",
+            "bearer_cache_replay_off_rotating",
+        ),
+    ] {
         println!(
-            "{pooled}: {:+.0} instructions over one TokenCache (bearer_cache_replay_off_subscriber)",
-            of(pooled) - single
+            "{pooled}: {:+.0} instructions over one TokenCache ({single})",
+            of(pooled) - of(single)
         );
     }
 }

@@ -24,7 +24,7 @@ use signalwire_auth::{
     reqwest::BearerAuthMiddleware,
 };
 use tokio::task::JoinSet;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 /// A request for `subscriber`, with `x-request-id: id`.
 fn request_for(subscriber: &Subscriber, id: usize) -> Request<Full<Bytes>> {
@@ -457,4 +457,129 @@ fn pool_types_are_send_sync_and_cheap_to_clone() {
         assert_future_send(&future);
         future.await.unwrap();
     });
+}
+
+/// Sends a request for `who` through `client` itself (not a clone), as a long-lived service
+/// does, and answers the token the upstream saw.
+async fn send_through(
+    client: &mut BearerAuth<Upstream>,
+    upstream: &Upstream,
+    who: &Subscriber,
+    id: usize,
+) -> String {
+    let ready = ServiceExt::<Request<Full<Bytes>>>::ready(client)
+        .await
+        .unwrap();
+    let response = ready.call(request_for(who, id)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    upstream.last_token().expect("the upstream saw a token")
+}
+
+#[tokio::test]
+async fn a_service_sending_for_one_subscriber_moves_to_the_new_entry_after_an_eviction() {
+    let mock = MockSpace::start().await.unwrap();
+    let pool = TokenPool::with_client(mock.token_client())
+        .max_subscribers(1)
+        .build();
+    let (mut client, upstream) = pooled(&pool);
+    let alice = subscriber(0);
+    // The first request mints; from the third on, the service serves alice from its memo.
+    let first = send_through(&mut client, &upstream, &alice, 0).await;
+    for id in 1..4 {
+        assert_eq!(
+            send_through(&mut client, &upstream, &alice, id).await,
+            first
+        );
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.misses(), stats.hits()), (1, 3), "{stats:?}");
+
+    // Bob takes the only place.
+    pool.cache(subscriber(1).reference()).await.unwrap();
+    assert_eq!((pool.stats().live(), pool.stats().evictions()), (1, 1));
+
+    // The service lets alice's evicted entry go: her next request mints a new one.
+    let second = send_through(&mut client, &upstream, &alice, 4).await;
+    assert_ne!(second, first);
+    assert_eq!(mock.subscriber_mints(alice.reference()), 2);
+    for id in 5..8 {
+        assert_eq!(
+            send_through(&mut client, &upstream, &alice, id).await,
+            second
+        );
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.misses(), stats.hits()), (3, 6), "{stats:?}");
+    assert_eq!(upstream.calls(), 8);
+}
+
+#[tokio::test]
+async fn requests_a_service_serves_from_its_memo_keep_their_entry_from_idling_out() {
+    let mock = MockSpace::start().await.unwrap();
+    let pool = TokenPool::with_client(mock.token_client())
+        .idle_timeout(Duration::from_secs(60))
+        .build();
+    let (mut client, upstream) = pooled(&pool);
+    let (busy, idle) = (subscriber(0), subscriber(1));
+    pool.cache(idle.reference()).await.unwrap();
+
+    // Every 5 s for 80 s, `busy` is sent for through the same service (from its memo after
+    // the second request); `idle` is not.
+    for id in 0..16 {
+        send_through(&mut client, &upstream, &busy, id).await;
+        advance(Duration::from_secs(5)).await;
+    }
+    yields(100).await;
+    pool.run_pending_tasks().await;
+    let stats = pool.stats();
+    assert_eq!((stats.live(), stats.evictions()), (1, 1), "{stats:?}");
+    assert_eq!(
+        mock.subscriber_mints(busy.reference()),
+        1,
+        "in use, never evicted"
+    );
+    assert_eq!(stats.hits(), 15, "{stats:?}");
+}
+
+#[tokio::test]
+async fn an_evicted_entry_a_service_still_holds_is_not_refreshed_ahead_of_requests() {
+    let mock = MockSpace::start().await.unwrap();
+    let pool = TokenPool::with_client(mock.token_client())
+        .max_subscribers(1)
+        .idle_timeout(Duration::from_secs(24 * 3600))
+        .build();
+    let (mut alice_client, upstream) = pooled(&pool);
+    let mut bob_client = alice_client.clone();
+    let (alice, bob) = (subscriber(0), subscriber(1));
+    for id in 0..3 {
+        send_through(&mut alice_client, &upstream, &alice, id).await;
+    }
+    let lifetime = pool
+        .cache(alice.reference())
+        .await
+        .unwrap()
+        .current()
+        .lifetime();
+    // Bob evicts alice, whose entry alice's service still holds.
+    for id in 3..6 {
+        send_through(&mut bob_client, &upstream, &bob, id).await;
+    }
+    assert_eq!(pool.stats().evictions(), 1);
+
+    // Both pairs were used: past the advisory deadline, bob's timer refreshes his; alice's
+    // entry, evicted, waits for a request that never comes.
+    let mut waited = Duration::ZERO;
+    while waited + Duration::from_secs(30) < lifetime {
+        advance(Duration::from_secs(10)).await;
+        waited += Duration::from_secs(10);
+    }
+    yields(100).await;
+    assert_eq!(
+        pool.stats().evictions(),
+        1,
+        "bob is not idle for long enough"
+    );
+    assert_eq!(mock.subscriber_refreshes(bob.reference()), 1);
+    assert_eq!(mock.subscriber_refreshes(alice.reference()), 0);
+    drop(alice_client);
 }

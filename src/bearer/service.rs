@@ -17,7 +17,7 @@ use super::{
     replay::{authorize, save},
 };
 #[cfg(feature = "pool")]
-use crate::{Error, Subscriber, TokenPool, error::Kind};
+use crate::{Error, Subscriber, TokenPool, error::Kind, pool::recent::Recent};
 use crate::{
     TokenCache,
     cache::{LocalCache, State, Ticket},
@@ -44,7 +44,11 @@ enum Source {
         refreshable: bool,
     },
     #[cfg(feature = "pool")]
-    Pool(TokenPool),
+    Pool {
+        pool: TokenPool,
+        /// The entry of the subscriber this clone last sent for, if it sent for it twice.
+        recent: Recent,
+    },
 }
 
 impl Clone for Source {
@@ -60,7 +64,10 @@ impl Clone for Source {
                 refreshable: *refreshable,
             },
             #[cfg(feature = "pool")]
-            Source::Pool(pool) => Source::Pool(pool.clone()),
+            Source::Pool { pool, recent } => Source::Pool {
+                pool: pool.clone(),
+                recent: recent.clone(),
+            },
         }
     }
 }
@@ -94,7 +101,10 @@ impl<S> BearerAuth<S> {
     ) -> Self {
         Self {
             inner,
-            source: Source::Pool(pool),
+            source: Source::Pool {
+                pool,
+                recent: Recent::default(),
+            },
             target,
             replay_limit,
         }
@@ -121,7 +131,7 @@ impl<S> BearerAuth<S> {
         match &self.source {
             Source::One { cache, .. } => Some(cache),
             #[cfg(feature = "pool")]
-            Source::Pool(_) => None,
+            Source::Pool { .. } => None,
         }
     }
 
@@ -130,7 +140,7 @@ impl<S> BearerAuth<S> {
     pub fn token_pool(&self) -> Option<&TokenPool> {
         match &self.source {
             Source::One { .. } => None,
-            Source::Pool(pool) => Some(pool),
+            Source::Pool { pool, .. } => Some(pool),
         }
     }
 }
@@ -153,7 +163,7 @@ impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
         match &self.source {
             Source::One { cache, .. } => d.field("cache", cache),
             #[cfg(feature = "pool")]
-            Source::Pool(pool) => d.field("pool", pool),
+            Source::Pool { pool, .. } => d.field("pool", pool),
         };
         d.field("target", &self.target)
             .field("replay_limit", &self.replay_limit)
@@ -200,17 +210,23 @@ where
                 )
             }
             #[cfg(feature = "pool")]
-            Source::Pool(pool) => {
+            Source::Pool { pool, recent } => {
                 let Some(subscriber) = request.extensions().get::<Subscriber>() else {
                     return ResponseFuture::failed(Error::new(Kind::MissingSubscriber).into());
                 };
+                if let Some((cache, state)) = recent.get(pool, subscriber) {
+                    let keep = Some(cache.clone());
+                    return send(&mut self.inner, request, cache, keep, state, replay_limit);
+                }
                 match pool.find(subscriber) {
                     Some(cache) => {
+                        recent.found(subscriber, &cache);
                         let state = cache.load();
                         let keep = Some(cache.clone());
                         send(&mut self.inner, request, &cache, keep, &state, replay_limit)
                     }
                     None => {
+                        recent.missed();
                         let lookup = pool.lookup(subscriber);
                         let ready = take_ready(&mut self.inner);
                         ResponseFuture::looking_up(lookup, request, ready, replay_limit)

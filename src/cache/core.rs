@@ -95,6 +95,30 @@ pub(crate) struct Core {
     /// the pair it replaced.
     pub(crate) installed: Notify,
     hooks: Mutex<HookQueue>,
+    /// A pool's bookkeeping, when the cache is one of its entries.
+    #[cfg(feature = "pool")]
+    pub(crate) pooled: PoolMark,
+}
+
+/// What a [`TokenPool`](crate::TokenPool) notes on each of its entries. Kept on the cache, not
+/// in the pool's index, so that a pooled service that remembers the entry it last used
+/// (`pool::recent`) reaches it without the index.
+#[cfg(feature = "pool")]
+#[derive(Default)]
+pub(crate) struct PoolMark {
+    /// The sweep epoch of the last request that used the entry (`pool::sweep`).
+    pub(crate) used: std::sync::atomic::AtomicU32,
+    /// Set once the pool has let go of the entry: services that remember it look it up
+    /// again, and its timer no longer refreshes ahead of requests.
+    pub(crate) evicted: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(feature = "pool")]
+impl PoolMark {
+    #[inline]
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Relaxed)
+    }
 }
 
 /// Pairs waiting for the hook, in install order, and whether a task is calling it now.
@@ -126,6 +150,8 @@ impl Core {
             generations: AtomicU64::new(1),
             installed: Notify::new(),
             hooks: Mutex::default(),
+            #[cfg(feature = "pool")]
+            pooled: PoolMark::default(),
         }
     }
 

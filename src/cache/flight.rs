@@ -159,6 +159,12 @@ impl Shared {
             let cache = Arc::downgrade(self);
             Box::new(move |state: &Arc<State>| {
                 if let Some(cache) = cache.upgrade() {
+                    // An entry its pool let go of refreshes only for the requests that still
+                    // hold it, not ahead of them: nobody may use it again.
+                    #[cfg(feature = "pool")]
+                    if cache.pooled.is_evicted() {
+                        return;
+                    }
                     if state.claim_refresh() {
                         cache.kick(state);
                     }

@@ -260,6 +260,13 @@ impl TokenCache {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
+    /// The pool's bookkeeping on this cache, when it is a pool's entry.
+    #[cfg(feature = "pool")]
+    #[inline]
+    pub(crate) fn pool_mark(&self) -> &super::core::PoolMark {
+        &self.shared.pooled
+    }
+
     /// The current state, for a caller without a [`LocalCache`] of its own.
     #[inline]
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {

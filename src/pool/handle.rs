@@ -130,6 +130,7 @@ impl TokenPool {
                     Counters::add(&listener.counters.evictions);
                     tracing::debug!(subscriber = %reference, ?cause, "pool entry evicted");
                 }
+                cache.pool_mark().evicted.store(true, Ordering::Relaxed);
                 listener.index.remove(&reference, &cache);
             })
             .build();
@@ -163,6 +164,12 @@ impl TokenPool {
     #[inline]
     pub(crate) fn find(&self, subscriber: &Subscriber) -> Option<TokenCache> {
         self.inner.book.index.get(subscriber)
+    }
+
+    /// Counts a request served by `cache` without the index (`recent`).
+    #[inline]
+    pub(crate) fn note_hit(&self, hash: u64, cache: &TokenCache) {
+        self.inner.book.index.note_hit(hash, cache);
     }
 
     pub(crate) async fn cache_for(&self, subscriber: &Subscriber) -> Result<TokenCache, Error> {

@@ -39,9 +39,8 @@ struct Shard {
 
 pub(crate) struct Slot {
     pub(crate) reference: Arc<str>,
+    /// Its pool mark holds the sweep epoch of the last request that used it (`sweep.rs`).
     pub(crate) cache: TokenCache,
-    /// The sweep epoch of the last lookup that found it (see `sweep.rs`).
-    pub(crate) used: AtomicU32,
 }
 
 /// The keys are already keyed SipHash values: hashing them again would only cost time.
@@ -100,14 +99,22 @@ impl Index {
         if !Arc::ptr_eq(&slot.reference, reference) && *slot.reference != **reference {
             return None;
         }
+        self.note_hit(subscriber.hash(), &slot.cache);
+        Some(slot.cache.clone())
+    }
+
+    /// Counts a request that found `cache`, the entry for the subscriber whose hash is
+    /// `hash`, and marks the entry used in this epoch.
+    #[inline]
+    pub(crate) fn note_hit(&self, hash: u64, cache: &TokenCache) {
         // Written once per epoch, not per request: a shared line written by every request
         // would cost the other core a miss each time.
         let epoch = self.epoch.load(Ordering::Relaxed);
-        if slot.used.load(Ordering::Relaxed) != epoch {
-            slot.used.store(epoch, Ordering::Relaxed);
+        let used = &cache.pool_mark().used;
+        if used.load(Ordering::Relaxed) != epoch {
+            used.store(epoch, Ordering::Relaxed);
         }
-        shard.hits.fetch_add(1, Ordering::Relaxed);
-        Some(slot.cache.clone())
+        self.shard(hash).hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds a freshly minted entry, replacing an older one for the same reference (whose
@@ -117,11 +124,8 @@ impl Index {
         let epoch = self.epoch.load(Ordering::Relaxed);
         let hash = super::subscriber::hash_reference(&reference);
         let mut map = write(&self.shard(hash).map);
-        let slot = Slot {
-            reference,
-            cache,
-            used: AtomicU32::new(epoch),
-        };
+        cache.pool_mark().used.store(epoch, Ordering::Relaxed);
+        let slot = Slot { reference, cache };
         match map.get_mut(&hash) {
             Some(old) if old.reference != slot.reference => {}
             Some(old) => *old = slot,

@@ -5,11 +5,13 @@
 //!
 //! Files: `subscriber` (the request extension), `stats`, `index` (the lookup every request
 //! makes, in front of moka), `builder` (settings, and the one place an entry's cache is made),
-//! `handle` (`TokenPool`, over moka's future cache), `sweep` (idle eviction), `retry` (backoff between failed mints).
+//! `handle` (`TokenPool`, over moka's future cache), `sweep` (idle eviction), `retry` (backoff between failed mints), `recent` (what a pooled
+//! service remembers of the subscriber it last sent for).
 
 mod builder;
 mod handle;
 mod index;
+pub(crate) mod recent;
 mod retry;
 mod stats;
 mod subscriber;

@@ -55,7 +55,7 @@ async fn sweep(inner: &Inner, epoch: u32) {
     let previous = index.set_epoch(epoch);
     let (mut idle, mut used) = (Vec::new(), Vec::new());
     index.for_each(|slot| {
-        let stamp = slot.used.load(Ordering::Relaxed);
+        let stamp = slot.cache.pool_mark().used.load(Ordering::Relaxed);
         if epoch.wrapping_sub(stamp) > EPOCHS_PER_TIMEOUT {
             idle.push(Arc::clone(&slot.reference));
         } else if stamp == previous {
