@@ -79,15 +79,23 @@ impl Recent {
     #[inline]
     pub(crate) fn found(&mut self, subscriber: &Subscriber, cache: &TokenCache) {
         let hash = subscriber.hash();
-        self.seen = match self.seen {
-            Seen::Once(last) if last == hash => Seen::Held(Held {
-                reference: Arc::clone(subscriber.shared_reference()),
-                hash,
-                cache: cache.clone(),
-                local: cache.local(),
-            }),
-            _ => Seen::Once(hash),
-        };
+        match &mut self.seen {
+            // Traffic that moves from subscriber to subscriber only writes the hash.
+            Seen::Once(last) if *last != hash => *last = hash,
+            Seen::Once(_) => self.hold(subscriber, cache),
+            _ => self.seen = Seen::Once(hash),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn hold(&mut self, subscriber: &Subscriber, cache: &TokenCache) {
+        self.seen = Seen::Held(Held {
+            reference: Arc::clone(subscriber.shared_reference()),
+            hash: subscriber.hash(),
+            cache: cache.clone(),
+            local: cache.local(),
+        });
     }
 
     /// Notes that the index did not have the subscriber.
