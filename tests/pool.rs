@@ -475,6 +475,23 @@ async fn send_through(
     upstream.last_token().expect("the upstream saw a token")
 }
 
+/// Sends the requests `ids` for `who` through `client` itself; each must carry `token`.
+async fn assert_each_sends(
+    client: &mut BearerAuth<Upstream>,
+    upstream: &Upstream,
+    who: &Subscriber,
+    ids: std::ops::Range<usize>,
+    token: &str,
+) {
+    for id in ids {
+        assert_eq!(
+            send_through(client, upstream, who, id).await,
+            token,
+            "request {id}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_service_sending_for_one_subscriber_moves_to_the_new_entry_after_an_eviction() {
     let mock = MockSpace::start().await.unwrap();
@@ -485,12 +502,7 @@ async fn a_service_sending_for_one_subscriber_moves_to_the_new_entry_after_an_ev
     let alice = subscriber(0);
     // The first request mints; from the third on, the service serves alice from its memo.
     let first = send_through(&mut client, &upstream, &alice, 0).await;
-    for id in 1..4 {
-        assert_eq!(
-            send_through(&mut client, &upstream, &alice, id).await,
-            first
-        );
-    }
+    assert_each_sends(&mut client, &upstream, &alice, 1..4, &first).await;
     let stats = pool.stats();
     assert_eq!((stats.misses(), stats.hits()), (1, 3), "{stats:?}");
 
@@ -502,12 +514,7 @@ async fn a_service_sending_for_one_subscriber_moves_to_the_new_entry_after_an_ev
     let second = send_through(&mut client, &upstream, &alice, 4).await;
     assert_ne!(second, first);
     assert_eq!(mock.subscriber_mints(alice.reference()), 2);
-    for id in 5..8 {
-        assert_eq!(
-            send_through(&mut client, &upstream, &alice, id).await,
-            second
-        );
-    }
+    assert_each_sends(&mut client, &upstream, &alice, 5..8, &second).await;
     let stats = pool.stats();
     assert_eq!((stats.misses(), stats.hits()), (3, 6), "{stats:?}");
     assert_eq!(upstream.calls(), 8);
