@@ -158,6 +158,10 @@ fn variants(token: &str, wanted: impl Fn(&str) -> bool) -> Vec<(&'static str, Op
             Box::new(|| timed(variants::bearer_replay_off(cache), request)),
         ),
         (
+            "bearer_cache_no_replay",
+            Box::new(|| timed(variants::bearer_no_replay(cache), request)),
+        ),
+        (
             "bearer_cache_replay_on",
             Box::new(|| timed(variants::bearer_replay_on(cache), request)),
         ),
@@ -235,6 +239,7 @@ where
 const SCALED: &[&str] = &[
     "add_authorization_bearer",
     "bearer_cache_replay_off",
+    "bearer_cache_no_replay",
     "bearer_fixed_token",
     "naive_std_rwlock",
     "bearer_pooled_10k",

@@ -59,6 +59,8 @@ fn single_request(c: &mut Criterion) {
     let (cache, refreshes) = valid_cache(&token);
     let service = variants::bearer_replay_off(&cache);
     bench_service(&mut group, "bearer_cache_replay_off", service, request);
+    let service = variants::bearer_no_replay(&cache);
+    bench_service(&mut group, "bearer_cache_no_replay", service, request);
     let service = variants::bearer_replay_on(&cache);
     bench_service(&mut group, "bearer_cache_replay_on", service, request);
     let service = variants::bearer_replay_on(&cache);

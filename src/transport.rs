@@ -262,13 +262,16 @@ fn is_plain_subdomain(authority: &str) -> bool {
 
 /// Non-zero if any byte of `word` is `:`, `@`, `[` or `]` (the classic zero-byte test, on
 /// `word` xor each byte repeated; it may flag a byte after a true match, never miss one).
+/// `[` and `]` are one test: with bits 1 and 2 set, both are `_`, as are `Y` and `_`
+/// themselves, which are only sent to the full check.
 #[inline]
 fn delimiters(word: u64) -> u64 {
     const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const BRACKET_BITS: u64 = LOW * 0x06;
     let zero = |x: u64| x.wrapping_sub(LOW) & !x & HIGH;
-    let any = |byte: u8| zero(word ^ (LOW * u64::from(byte)));
-    any(b':') | any(b'@') | any(b'[') | any(b']')
+    let any = |word: u64, byte: u8| zero(word ^ (LOW * u64::from(byte)));
+    any(word, b':') | any(word, b'@') | any(word | BRACKET_BITS, b'_')
 }
 
 #[cfg(test)]
@@ -348,6 +351,28 @@ mod tests {
                 assert!(!is_plain_subdomain(&host), "{host}");
             }
         }
+    }
+
+    #[test]
+    fn the_fast_path_accepts_nothing_the_full_check_refuses() {
+        let t = TransportRule::default();
+        let long = "abcdefghijklmnopqrstuvwxyz";
+        for byte in 0x21..0x7f_u8 {
+            let byte = char::from(byte);
+            for at in [0, 3, 7, 8, 15, 16, 25] {
+                let host = format!("{}{byte}{}.signalwire.com", &long[..at], &long[at..]);
+                let Ok(uri) = format!("https://{host}/").parse::<Uri>() else {
+                    continue;
+                };
+                if is_plain_subdomain(uri.authority().unwrap().as_str()) {
+                    assert!(t.check_host(&uri).is_ok(), "{host}");
+                }
+            }
+        }
+        // Flagged with the brackets (one test covers `[`, `]`, `Y` and `_`): the full check
+        // takes them.
+        assert!(!is_plain_subdomain("my_space.signalwire.com"));
+        assert!(check(&t, "https://my_space.signalwire.com/").is_ok());
     }
 
     #[test]

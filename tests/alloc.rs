@@ -152,6 +152,10 @@ fn bearer_fast_path_allocates_nothing_beyond_the_request() {
         "BearerAuth (cache, replay off)",
         variants::bearer_replay_off(&cache),
     );
+    assert_adds_nothing(
+        "BearerAuth (cache, without_replay)",
+        variants::bearer_no_replay(&cache),
+    );
     assert_eq!(refreshes.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 

@@ -185,7 +185,9 @@ impl Respond for Accept {
 
 /// The variants measured, each in front of the no-op service.
 pub mod variants {
-    use signalwire_auth::{BasicAuth, BasicAuthLayer, BearerAuth, BearerAuthLayer, TokenCache};
+    use signalwire_auth::{
+        BasicAuth, BasicAuthLayer, BearerAuth, BearerAuthLayer, TokenCache, bearer::NoReplay,
+    };
     use tower::Layer;
     use tower_http::auth::{AddAuthorization, AddAuthorizationLayer};
 
@@ -221,6 +223,13 @@ pub mod variants {
     pub fn bearer_replay_off(cache: &TokenCache) -> BearerAuth<Noop> {
         BearerAuthLayer::new(cache.clone())
             .replay_limit(0)
+            .layer(noop())
+    }
+
+    /// Replay off in the type: the inner service gets the caller's request (no `ReplayBody`).
+    pub fn bearer_no_replay(cache: &TokenCache) -> BearerAuth<Noop, NoReplay> {
+        BearerAuthLayer::new(cache.clone())
+            .without_replay()
             .layer(noop())
     }
 

@@ -23,7 +23,7 @@ use crate::{
     cache::{State as TokenState, Ticket},
 };
 
-type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send + Sync>>;
+pub(crate) type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send + Sync>>;
 
 /// A pool's lookup of the request's subscriber (feature `pool`), which may mint.
 pub(crate) type Lookup = Pin<Box<dyn Future<Output = Result<TokenCache, Error>> + Send + Sync>>;

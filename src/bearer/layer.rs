@@ -1,5 +1,7 @@
 //! `BearerAuthLayer`.
 
+use std::{fmt, marker::PhantomData};
+
 use tower_layer::Layer;
 
 use super::BearerAuth;
@@ -85,11 +87,46 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug)]
-pub struct BearerAuthLayer {
+pub struct BearerAuthLayer<M = WithReplay> {
     tokens: Tokens,
     target: TransportRule,
     replay_limit: usize,
+    mode: PhantomData<M>,
+}
+
+/// The default mode of [`BearerAuthLayer`]: a request answered 401 is sent again with a new
+/// token. The inner service receives [`ReplayBody<B>`](crate::ReplayBody) bodies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WithReplay;
+
+/// The mode of [`BearerAuthLayer::without_replay`]: no request is sent twice, and the inner
+/// service receives the caller's request as it was built, with the header added. A 401 starts
+/// a refresh for the requests that follow and comes back marked
+/// [`ReplaySkipped`](crate::ReplaySkipped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NoReplay;
+
+impl<M> Clone for BearerAuthLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            tokens: self.tokens.clone(),
+            target: self.target.clone(),
+            replay_limit: self.replay_limit,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for BearerAuthLayer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuthLayer")
+            .field("tokens", &self.tokens)
+            .field("target", &self.target)
+            .field("replay_limit", &self.replay_limit)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +143,7 @@ impl BearerAuthLayer {
             tokens: Tokens::Cache(cache),
             target: TransportRule::default(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            mode: PhantomData,
         }
     }
 
@@ -154,6 +192,7 @@ impl BearerAuthLayer {
             tokens: Tokens::Pool(pool),
             target: TransportRule::default(),
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            mode: PhantomData,
         }
     }
 
@@ -172,11 +211,56 @@ impl BearerAuthLayer {
         self
     }
 
+    /// Turns replay off at the type level: the inner service receives the caller's
+    /// `Request<B>` itself (no [`ReplayBody`](crate::ReplayBody)), and each request costs what a
+    /// static header costs, plus the token's check (README's performance table). A 401 is
+    /// passed back marked [`ReplaySkipped`](crate::ReplaySkipped), and the refresh it starts
+    /// serves the requests that follow. Everything else (refresh ahead of expiry, waiting for
+    /// a refresh in the hard window, pools, the transport rule) is as with replay.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use bytes::Bytes;
+    /// use http::{Request, StatusCode};
+    /// use http_body_util::Full;
+    /// use signalwire_auth::{
+    ///     BearerAuth, BearerAuthLayer, HttpsClient, MockSpace, SubscriberRefresher, TokenCache,
+    ///     bearer::NoReplay,
+    /// };
+    /// use tower::{Layer, ServiceExt};
+    ///
+    /// let mock = MockSpace::start().await?;
+    /// let cache = TokenCache::new(
+    ///     mock.mint("alice@example.com"),
+    ///     SubscriberRefresher::with_client(mock.token_client()),
+    /// );
+    /// // The client takes the caller's own body type.
+    /// let client: BearerAuth<HttpsClient<Full<Bytes>>, NoReplay> =
+    ///     BearerAuthLayer::new(cache).without_replay().layer(mock.client());
+    /// let request = Request::get(mock.space().endpoint("/api/fabric/addresses")?).body(Full::default())?;
+    /// assert_eq!(client.oneshot(request).await?.status(), StatusCode::OK);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn without_replay(self) -> BearerAuthLayer<NoReplay> {
+        BearerAuthLayer {
+            tokens: self.tokens,
+            target: self.target,
+            replay_limit: 0,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<M> BearerAuthLayer<M> {
     crate::transport::transport_rule_methods!();
 }
 
-impl<S> Layer<S> for BearerAuthLayer {
-    type Service = BearerAuth<S>;
+impl<S, M> Layer<S> for BearerAuthLayer<M> {
+    type Service = BearerAuth<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let target = self.target.clone();

@@ -1,10 +1,11 @@
 //! Bearer authentication from a [`TokenCache`](crate::TokenCache), with refresh and replay:
 //! [`BearerAuthLayer`], [`BearerAuth`], its [`ResponseFuture`], and the [`ReplayBody`] its inner
-//! service receives.
+//! service receives; without replay, [`NoReplayFuture`] and the caller's own body.
 
 mod body;
 mod future;
 mod layer;
+mod no_replay;
 pub(crate) mod replay;
 mod service;
 
@@ -39,7 +40,6 @@ pub(crate) use future::Lookup;
 /// # }
 /// ```
 pub use future::ResponseFuture;
-pub use layer::BearerAuthLayer;
 /// # Example
 ///
 /// ```
@@ -52,6 +52,8 @@ pub use layer::BearerAuthLayer;
 /// # Ok::<(), signalwire_auth::Error>(())
 /// ```
 pub use layer::DEFAULT_REPLAY_LIMIT;
+pub use layer::{BearerAuthLayer, NoReplay, WithReplay};
+pub use no_replay::NoReplayFuture;
 /// # Example
 ///
 /// With replay off, a 401 comes back marked, and the refresh it started serves the next

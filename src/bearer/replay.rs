@@ -61,9 +61,9 @@ pub(crate) fn prepare<B: Body>(
     replay_limit: usize,
 ) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
     if replay_limit == 0 {
-        (authorize(request, header), None)
+        (authorize(request, header.clone()), None)
     } else {
-        save(request, header, replay_limit)
+        save(request, header.clone(), replay_limit)
     }
 }
 
@@ -71,16 +71,16 @@ pub(crate) fn prepare<B: Body>(
 #[inline]
 pub(crate) fn authorize<B: Body>(
     mut request: Request<B>,
-    header: &HeaderValue,
+    header: HeaderValue,
 ) -> Request<ReplayBody<B>> {
-    request.headers_mut().insert(AUTHORIZATION, header.clone());
+    request.headers_mut().insert(AUTHORIZATION, header);
     request.map(ReplayBody::new)
 }
 
 /// Wraps the body to record it, keeps the parts a replay needs, and sets the header.
 pub(crate) fn save<B: Body>(
     request: Request<B>,
-    header: &HeaderValue,
+    header: HeaderValue,
     replay_limit: usize,
 ) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
     let mut replay = Replay::Unavailable;
@@ -108,7 +108,7 @@ pub(crate) fn save<B: Body>(
             replay,
         }),
     };
-    request.headers_mut().insert(AUTHORIZATION, header.clone());
+    request.headers_mut().insert(AUTHORIZATION, header);
     (request, saved)
 }
 

@@ -2,18 +2,22 @@
 
 use std::{
     fmt,
+    marker::PhantomData,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
 use http_body::Body;
 use tower::BoxError;
 use tower_service::Service;
 
+#[cfg(feature = "pool")]
+use super::Lookup;
 use super::{
-    ResponseFuture,
+    NoReplay, NoReplayFuture, ResponseFuture, WithReplay,
     body::ReplayBody,
+    future::Wait,
     replay::{authorize, save},
 };
 #[cfg(feature = "pool")]
@@ -25,12 +29,18 @@ use crate::{
 };
 
 /// The service built by [`BearerAuthLayer`](crate::BearerAuthLayer).
-pub struct BearerAuth<S> {
+///
+/// `M` is the layer's mode: [`WithReplay`] (the default), whose inner service receives
+/// [`ReplayBody`] bodies so that a request can be sent again after a 401, or [`NoReplay`]
+/// ([`BearerAuthLayer::without_replay`](crate::BearerAuthLayer::without_replay)), whose inner
+/// service receives the request as the caller built it.
+pub struct BearerAuth<S, M = WithReplay> {
     inner: S,
     source: Source,
     target: TransportRule,
     /// `replay_limit`, or 0 for a token that cannot be refreshed (a replay could not help).
     replay_limit: usize,
+    mode: PhantomData<M>,
 }
 
 /// Where a request's token comes from: one cache, or the cache of the request's
@@ -72,7 +82,7 @@ impl Clone for Source {
     }
 }
 
-impl<S> BearerAuth<S> {
+impl<S, M> BearerAuth<S, M> {
     pub(crate) fn new(
         inner: S,
         cache: TokenCache,
@@ -89,6 +99,7 @@ impl<S> BearerAuth<S> {
             },
             target,
             replay_limit: if refreshable { replay_limit } else { 0 },
+            mode: PhantomData,
         }
     }
 
@@ -107,6 +118,7 @@ impl<S> BearerAuth<S> {
             },
             target,
             replay_limit,
+            mode: PhantomData,
         }
     }
 
@@ -145,18 +157,19 @@ impl<S> BearerAuth<S> {
     }
 }
 
-impl<S: Clone> Clone for BearerAuth<S> {
+impl<S: Clone, M> Clone for BearerAuth<S, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             source: self.source.clone(),
             target: self.target.clone(),
             replay_limit: self.replay_limit,
+            mode: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
+impl<S: fmt::Debug, M> fmt::Debug for BearerAuth<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("BearerAuth");
         d.field("inner", &self.inner);
@@ -171,7 +184,7 @@ impl<S: fmt::Debug> fmt::Debug for BearerAuth<S> {
     }
 }
 
-impl<S, B, ResB> Service<Request<B>> for BearerAuth<S>
+impl<S, B, ResB> Service<Request<B>> for BearerAuth<S, WithReplay>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
@@ -189,51 +202,148 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if let Err(error) = self.target.check(request.uri()) {
-            return ResponseFuture::failed(error.into());
-        }
         let replay_limit = self.replay_limit;
-        match &mut self.source {
-            Source::One {
-                cache,
-                local,
-                refreshable,
+        match route(&mut self.source, &self.target, &request) {
+            Route::Send {
+                header,
+                generation,
+                keep,
             } => {
-                let keep = refreshable.then(|| cache.clone());
-                send(
-                    &mut self.inner,
-                    request,
-                    cache,
-                    keep,
-                    local.load(),
-                    replay_limit,
-                )
+                if replay_limit == 0 {
+                    let future = self.inner.call(authorize(request, header));
+                    return ResponseFuture::sent(future, generation, None, None, keep);
+                }
+                let (request, saved) = save(request, header, replay_limit);
+                // Only a replayable request needs a service of its own for the second send.
+                let spare = saved.as_ref().map(|_| self.inner.clone());
+                let future = self.inner.call(request);
+                ResponseFuture::sent(future, generation, saved, spare, keep)
+            }
+            Route::Wait { wait, cache } => {
+                let ready = take_ready(&mut self.inner);
+                ResponseFuture::waiting(wait, request, ready, cache, replay_limit)
             }
             #[cfg(feature = "pool")]
-            Source::Pool { pool, recent } => {
-                let Some(subscriber) = request.extensions().get::<Subscriber>() else {
-                    return ResponseFuture::failed(Error::new(Kind::MissingSubscriber).into());
-                };
-                if let Some((cache, state)) = recent.get(pool, subscriber) {
+            Route::Lookup(lookup) => {
+                let ready = take_ready(&mut self.inner);
+                ResponseFuture::looking_up(lookup, request, ready, replay_limit)
+            }
+            Route::Fail(error) => ResponseFuture::failed(error),
+        }
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for BearerAuth<S, NoReplay>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = NoReplayFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match route(&mut self.source, &self.target, &request) {
+            Route::Send {
+                header,
+                generation,
+                keep,
+            } => {
+                request.headers_mut().insert(AUTHORIZATION, header);
+                NoReplayFuture::sent(self.inner.call(request), generation, keep)
+            }
+            Route::Wait { wait, cache } => {
+                NoReplayFuture::waiting(wait, request, take_ready(&mut self.inner), cache)
+            }
+            #[cfg(feature = "pool")]
+            Route::Lookup(lookup) => {
+                NoReplayFuture::looking_up(lookup, request, take_ready(&mut self.inner))
+            }
+            Route::Fail(error) => NoReplayFuture::failed(error),
+        }
+    }
+}
+
+/// What `call` does with a request, decided without moving it: each move of a request through
+/// a function's arguments is a copy of its 200-odd bytes that LLVM does not remove.
+enum Route {
+    /// Send now with this header. `keep` is the cache the future holds for a 401 (`None` for a
+    /// fixed token).
+    Send {
+        header: HeaderValue,
+        generation: u64,
+        keep: Option<TokenCache>,
+    },
+    /// The token is about to expire or has: wait for the refresh in flight.
+    Wait { wait: Wait, cache: TokenCache },
+    /// The subscriber is not in the pool's index: look it up (and mint it) first.
+    #[cfg(feature = "pool")]
+    Lookup(Lookup),
+    Fail(BoxError),
+}
+
+/// Where the request's token comes from, under the rules of `TokenCache::authorization` (its
+/// synchronous half: no future for a token that can be sent now).
+// Always: out of line, it would build the route in its own frame and copy it out.
+#[inline(always)]
+fn route<B>(source: &mut Source, target: &TransportRule, request: &Request<B>) -> Route {
+    if let Err(error) = target.check(request.uri()) {
+        return Route::Fail(error.into());
+    }
+    match source {
+        Source::One {
+            cache,
+            local,
+            refreshable,
+        } => {
+            let keep = refreshable.then(|| cache.clone());
+            ready(cache, local.load(), keep)
+        }
+        #[cfg(feature = "pool")]
+        Source::Pool { pool, recent } => {
+            let Some(subscriber) = request.extensions().get::<Subscriber>() else {
+                return Route::Fail(Error::new(Kind::MissingSubscriber).into());
+            };
+            if let Some((cache, state)) = recent.get(pool, subscriber) {
+                let keep = Some(cache.clone());
+                return ready(cache, state, keep);
+            }
+            match pool.find(subscriber) {
+                Some(cache) => {
+                    recent.found(subscriber, &cache);
+                    let state = cache.load();
                     let keep = Some(cache.clone());
-                    return send(&mut self.inner, request, cache, keep, state, replay_limit);
+                    ready(&cache, &state, keep)
                 }
-                match pool.find(subscriber) {
-                    Some(cache) => {
-                        recent.found(subscriber, &cache);
-                        let state = cache.load();
-                        let keep = Some(cache.clone());
-                        send(&mut self.inner, request, &cache, keep, &state, replay_limit)
-                    }
-                    None => {
-                        recent.missed();
-                        let lookup = pool.lookup(subscriber);
-                        let ready = take_ready(&mut self.inner);
-                        ResponseFuture::looking_up(lookup, request, ready, replay_limit)
-                    }
+                None => {
+                    recent.missed();
+                    Route::Lookup(pool.lookup(subscriber))
                 }
             }
         }
+    }
+}
+
+/// The route for the token `state` of `cache`.
+#[inline(always)]
+fn ready(cache: &TokenCache, state: &Arc<State>, keep: Option<TokenCache>) -> Route {
+    match cache.ticket(state) {
+        Ticket::Ready => Route::Send {
+            header: state.header.clone(),
+            generation: state.generation,
+            keep,
+        },
+        Ticket::Wait(wait) => Route::Wait {
+            wait,
+            cache: cache.clone(),
+        },
+        Ticket::Failed(error) => Route::Fail(error.into()),
     }
 }
 
@@ -242,42 +352,4 @@ where
 fn take_ready<S: Clone>(inner: &mut S) -> S {
     let clone = inner.clone();
     std::mem::replace(inner, clone)
-}
-
-/// The synchronous half of `TokenCache::authorization`: the same rules, without a future for a
-/// token that can be sent now. `keep` is the cache the future holds for a 401 (`None` for a
-/// fixed token).
-// Always: a call left out of line builds the future in its own frame and copies it out.
-#[inline(always)]
-fn send<S, B, ResB>(
-    inner: &mut S,
-    request: Request<B>,
-    cache: &TokenCache,
-    keep: Option<TokenCache>,
-    state: &Arc<State>,
-    replay_limit: usize,
-) -> ResponseFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>, Response = Response<ResB>> + Clone,
-    B: Body,
-{
-    match cache.ticket(state) {
-        Ticket::Ready => {
-            let generation = state.generation;
-            if replay_limit == 0 {
-                let future = inner.call(authorize(request, &state.header));
-                return ResponseFuture::sent(future, generation, None, None, keep);
-            }
-            let (request, saved) = save(request, &state.header, replay_limit);
-            // Only a replayable request needs a service of its own for the second send.
-            let spare = saved.as_ref().map(|_| inner.clone());
-            let future = inner.call(request);
-            ResponseFuture::sent(future, generation, saved, spare, keep)
-        }
-        Ticket::Wait(wait) => {
-            let ready = take_ready(inner);
-            ResponseFuture::waiting(wait, request, ready, cache.clone(), replay_limit)
-        }
-        Ticket::Failed(error) => ResponseFuture::failed(error.into()),
-    }
 }

@@ -42,8 +42,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use signalwire_auth::{
-    BearerAuth, BearerAuthLayer, Credentials, Error, RefreshError, ReplayBody, Space, TokenCache,
-    TokenPair,
+    BearerAuth, BearerAuthLayer, Credentials, Error, RefreshError, Space, TokenCache, TokenPair,
 };
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle, task::JoinSet, time::Instant};
 use tower::{BoxError, Layer, Service, ServiceExt};
@@ -371,9 +370,11 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-impl<B> Service<Request<ReplayBody<B>>> for Upstream
+/// Any body: a `ReplayBody` from a layer with replay, the caller's own from one without.
+impl<B> Service<Request<B>> for Upstream
 where
     B: Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Full<Bytes>>;
@@ -384,7 +385,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<ReplayBody<B>>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let seen = Arc::clone(&self.seen);
         let handler = Arc::clone(&self.handler);
         Box::pin(async move {
@@ -459,10 +460,12 @@ pub fn client(cache: &TokenCache, upstream: &Upstream) -> BearerAuth<Upstream> {
 
 /// Spawns one request per id and returns once each has been polled, so every one of them is
 /// under way (sent, or queued behind a refresh).
-pub async fn send_batch(
-    service: &BearerAuth<Upstream>,
-    ids: std::ops::Range<usize>,
-) -> JoinSet<Outcome> {
+pub async fn send_batch<S>(service: &S, ids: std::ops::Range<usize>) -> JoinSet<Outcome>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = BoxError>,
+    S: Clone + Send + 'static,
+    S::Future: Send,
+{
     let polled = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
     for id in ids.clone() {
