@@ -281,7 +281,10 @@ enum Route {
         keep: Option<TokenCache>,
     },
     /// The token is about to expire or has: wait for the refresh in flight.
-    Wait { wait: Wait, cache: TokenCache },
+    Wait {
+        wait: Wait,
+        cache: TokenCache,
+    },
     /// The subscriber is not in the pool's index: look it up (and mint it) first.
     #[cfg(feature = "pool")]
     Lookup(Lookup),
