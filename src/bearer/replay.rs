@@ -35,7 +35,9 @@ pub(crate) struct Saved<B> {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    /// `None` for a request with no header of its own (most API calls): an empty map would
+    /// cost its size in the future and its drop on every request.
+    headers: Option<Box<HeaderMap>>,
     extensions: Extensions,
     replay: Replay<B>,
 }
@@ -48,7 +50,9 @@ impl<B> Saved<B> {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
+        if let Some(headers) = &self.headers {
+            *request.headers_mut() = HeaderMap::clone(headers);
+        }
         *request.extensions_mut() = self.extensions.clone();
         Some(request)
     }
@@ -78,6 +82,7 @@ pub(crate) fn authorize<B: Body>(
 }
 
 /// Wraps the body to record it, keeps the parts a replay needs, and sets the header.
+#[inline(always)]
 pub(crate) fn save<B: Body>(
     request: Request<B>,
     header: HeaderValue,
@@ -98,11 +103,10 @@ pub(crate) fn save<B: Body>(
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
-            // Most API calls carry no header of their own: an empty map costs nothing to make.
             headers: if request.headers().is_empty() {
-                HeaderMap::new()
+                None
             } else {
-                request.headers().clone()
+                Some(Box::new(request.headers().clone()))
             },
             extensions: request.extensions().clone(),
             replay,
