@@ -15,7 +15,8 @@ use http::{
 use http_body::Body;
 use tokio::time::Sleep;
 
-use super::body::{Replay, ReplayBody};
+pub(crate) use super::body::Replay;
+use super::body::ReplayBody;
 
 /// Marks a 401 response that [`BearerAuth`](crate::BearerAuth) (or
 /// [`BearerAuthMiddleware`](crate::reqwest::BearerAuthMiddleware), with feature `reqwest`)
@@ -58,17 +59,21 @@ impl<B> Saved<B> {
     }
 }
 
-/// Sets the header, wraps the body and keeps what a replay needs (when `replay_limit` allows).
+/// Sets the header, wraps the body and keeps what a replay needs (when `replay_limit` allows):
+/// for a request that had to wait for its token.
 pub(crate) fn prepare<B: Body>(
     request: Request<B>,
     header: &HeaderValue,
     replay_limit: usize,
 ) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
     if replay_limit == 0 {
-        (authorize(request, header.clone()), None)
-    } else {
-        save(request, header.clone(), replay_limit)
+        return (authorize(request, header.clone()), None);
     }
+    let mut replay = Replay::Unavailable;
+    let mut request = record(request, replay_limit, &mut replay);
+    let saved = Saved::keep(&request, replay);
+    request.headers_mut().insert(AUTHORIZATION, header.clone());
+    (request, saved)
 }
 
 /// The fast path: sets the header, then wraps the body, so that the request is moved once.
@@ -81,25 +86,31 @@ pub(crate) fn authorize<B: Body>(
     request.map(ReplayBody::new)
 }
 
-/// Wraps the body to record it, keeps the parts a replay needs, and sets the header.
+/// Wraps the body to record up to `replay_limit` bytes of it; `replay` says how to have it
+/// again. An out-parameter, not a returned pair: the pair's request would be one more copy.
 #[inline(always)]
-pub(crate) fn save<B: Body>(
+pub(crate) fn record<B: Body>(
     request: Request<B>,
-    header: HeaderValue,
     replay_limit: usize,
-) -> (Request<ReplayBody<B>>, Option<Saved<B>>) {
-    let mut replay = Replay::Unavailable;
-    let mut request = request.map(|body| {
+    replay: &mut Replay<B>,
+) -> Request<ReplayBody<B>> {
+    request.map(|body| {
         let (body, recorded) = ReplayBody::recording(body, replay_limit);
-        replay = recorded;
+        *replay = recorded;
         body
-    });
-    // Cloned from the request in place (`into_parts` and back would move its head twice), and
-    // before the `Authorization` header goes in: the replay sets its own. Nothing is kept for a
-    // body that cannot be replayed.
-    let saved = match replay {
-        Replay::Unavailable => None,
-        replay => Some(Saved {
+    })
+}
+
+impl<B> Saved<B> {
+    /// The parts of `request` a replay needs, cloned in place (`into_parts` and back would move
+    /// its head twice), before the `Authorization` header goes in: the replay sets its own.
+    /// `None` for a body that cannot be replayed.
+    #[inline(always)]
+    pub(crate) fn keep(request: &Request<ReplayBody<B>>, replay: Replay<B>) -> Option<Self> {
+        if let Replay::Unavailable = replay {
+            return None;
+        }
+        Some(Saved {
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
@@ -110,10 +121,8 @@ pub(crate) fn save<B: Body>(
             },
             extensions: request.extensions().clone(),
             replay,
-        }),
-    };
-    request.headers_mut().insert(AUTHORIZATION, header);
-    (request, saved)
+        })
+    }
 }
 
 /// The most of a 401's body read before the replay (a SignalWire error body is well under 1 KiB).

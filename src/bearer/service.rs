@@ -18,7 +18,7 @@ use super::{
     NoReplay, NoReplayFuture, ResponseFuture, WithReplay,
     body::ReplayBody,
     future::Wait,
-    replay::{authorize, save},
+    replay::{Replay, Saved, authorize, record},
 };
 #[cfg(feature = "pool")]
 use crate::{Error, Subscriber, TokenPool, error::Kind, pool::recent::Recent};
@@ -213,7 +213,11 @@ where
                     let future = self.inner.call(authorize(request, header));
                     return ResponseFuture::sent(future, generation, None, None, keep);
                 }
-                let (request, saved) = save(request, header, replay_limit);
+                // As `replay::prepare`, written out: each move of the request is a copy.
+                let mut replay = Replay::Unavailable;
+                let mut request = record(request, replay_limit, &mut replay);
+                let saved = Saved::keep(&request, replay);
+                request.headers_mut().insert(AUTHORIZATION, header);
                 // Only a replayable request needs a service of its own for the second send.
                 let spare = saved.as_ref().map(|_| self.inner.clone());
                 let future = self.inner.call(request);
