@@ -48,6 +48,8 @@ pin_project! {
     }
 }
 
+// Boxed whole in `State::Off`: its variants' sizes cost nothing on the fast path.
+#[allow(clippy::large_enum_variant)]
 enum Off<S, B> {
     /// A request that cannot be sent yet, with the service that was driven ready for it.
     Delayed {
