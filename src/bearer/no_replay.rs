@@ -15,7 +15,9 @@ use tower_service::Service;
 #[cfg(feature = "pool")]
 use super::future::Lookup;
 use super::{ReplaySkipped, future::Wait};
-use crate::{TokenCache, cache::Ticket};
+use crate::TokenCache;
+#[cfg(feature = "pool")]
+use crate::cache::Ticket;
 
 pin_project! {
     /// The response future of a [`BearerAuth`](crate::BearerAuth) built by
