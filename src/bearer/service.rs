@@ -3,7 +3,10 @@
 use std::{
     fmt,
     marker::PhantomData,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -52,6 +55,9 @@ enum Source {
         local: LocalCache,
         /// Kept here so that a request does not read the shared cache to learn it.
         refreshable: bool,
+        /// Handles for this service's clones to share out, for a refreshable cache (whose
+        /// handle each request's future holds).
+        forks: Option<Arc<Forks>>,
     },
     #[cfg(feature = "pool")]
     Pool {
@@ -68,10 +74,15 @@ impl Clone for Source {
                 cache,
                 local,
                 refreshable,
+                forks,
             } => Source::One {
-                cache: cache.clone(),
+                cache: match forks {
+                    Some(forks) => forks.next(),
+                    None => cache.clone(),
+                },
                 local: local.clone(),
                 refreshable: *refreshable,
+                forks: forks.clone(),
             },
             #[cfg(feature = "pool")]
             Source::Pool { pool, recent } => Source::Pool {
@@ -90,12 +101,14 @@ impl<S, M> BearerAuth<S, M> {
         replay_limit: usize,
     ) -> Self {
         let refreshable = cache.is_refreshable();
+        let forks = refreshable.then(|| Arc::new(Forks::new(&cache)));
         Self {
             inner,
             source: Source::One {
                 local: cache.local(),
-                cache,
+                cache: forks.as_ref().map_or(cache, |forks| forks.next()),
                 refreshable,
+                forks,
             },
             target,
             replay_limit: if refreshable { replay_limit } else { 0 },
@@ -308,6 +321,7 @@ fn route<B>(source: &mut Source, target: &TransportRule, request: &Request<B>) -
             cache,
             local,
             refreshable,
+            ..
         } => {
             let keep = refreshable.then(|| cache.clone());
             ready(cache, local.load(), keep)
@@ -354,9 +368,83 @@ fn ready(cache: &TokenCache, state: &Arc<State>, keep: Option<TokenCache>) -> Ro
     }
 }
 
+/// How many handles onto one cache the clones of a service share out.
+const FORKS: usize = 8;
+
+/// Handles onto one cache, each with its own count, taken by a service's clones in turn.
+///
+/// Every request's future holds a handle to the cache (a 401 refreshes through it): with one
+/// handle for all, each request on every thread would increment and decrement one count, and
+/// two threads sending at once would spend their time passing its cache line between cores.
+/// Clones spread over several handles keep that traffic to the threads that share one.
+struct Forks {
+    next: AtomicUsize,
+    each: [TokenCache; FORKS],
+}
+
+impl Forks {
+    fn new(cache: &TokenCache) -> Self {
+        Self {
+            next: AtomicUsize::new(0),
+            each: std::array::from_fn(|_| cache.fork()),
+        }
+    }
+
+    fn next(&self) -> TokenCache {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.each[n % FORKS].clone()
+    }
+}
+
 /// `self.inner` was driven ready for this request: it goes with the request, and a clone stays
 /// behind for the next `poll_ready`.
 fn take_ready<S: Clone>(inner: &mut S) -> S {
     let clone = inner.clone();
     std::mem::replace(inner, clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, time::Duration};
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::{RefreshError, TokenPair};
+
+    fn handle(service: &BearerAuth<()>) -> usize {
+        match &service.source {
+            Source::One { cache, .. } => cache.handle_address(),
+            #[cfg(feature = "pool")]
+            Source::Pool { .. } => unreachable!("built on one cache"),
+        }
+    }
+
+    #[test]
+    fn clones_take_the_forks_in_turn_each_with_a_count_on_a_line_of_its_own() {
+        let pair = TokenPair::new("first", Instant::now(), Duration::from_secs(3600)).unwrap();
+        let cache = TokenCache::new(pair, |_old: TokenPair| async move {
+            Err::<TokenPair, _>(RefreshError::terminal(std::io::Error::other("unused")))
+        });
+        let first = BearerAuth::<()>::new((), cache.clone(), TransportRule::default(), 0);
+        let clones: Vec<_> = (0..2 * FORKS).map(|_| first.clone()).collect();
+        let handles: Vec<_> = std::iter::once(&first).chain(&clones).map(handle).collect();
+
+        // The service and its first FORKS - 1 clones hold FORKS distinct handles, and then the
+        // turn comes round again; none is the caller's own.
+        let distinct: HashSet<_> = handles.iter().collect();
+        assert_eq!(distinct.len(), FORKS);
+        assert_eq!(handles[0], handles[FORKS]);
+        assert!(!distinct.contains(&cache.handle_address()));
+        assert!(handles.iter().all(|address| address % 64 == 0));
+        #[cfg(feature = "pool")]
+        for service in &clones {
+            assert!(service.token_cache().unwrap().same_as(&cache));
+        }
+
+        // A fixed token is never held by a request's future: its clones share one handle.
+        let fixed = TokenCache::fixed("static").unwrap();
+        let service = BearerAuth::<()>::new((), fixed.clone(), TransportRule::default(), 0);
+        assert_eq!(handle(&service.clone()), fixed.handle_address());
+    }
 }

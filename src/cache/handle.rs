@@ -98,6 +98,15 @@ use crate::{Error, StoreKey, StoredPair, TokenStore, error::Kind};
 /// ```
 #[derive(Clone)]
 pub struct TokenCache {
+    handle: Arc<Handle>,
+}
+
+/// What a `TokenCache` points at: the shared cache, one pointer away. Clones of one
+/// `TokenCache` count on its handle; [`fork`](TokenCache::fork) makes another handle onto the
+/// same cache, with a count of its own on a cache line of its own, so that threads cloning
+/// and dropping per request do not all bounce one counter between their cores.
+#[repr(align(64))]
+struct Handle {
     shared: Arc<Shared>,
 }
 
@@ -197,14 +206,12 @@ impl TokenCache {
             Instant::now(),
             Duration::from_secs(30 * 365 * 86_400),
         )?;
-        Ok(Self {
-            shared: Arc::new(Shared::new(pair, None, Settings::fixed(), None)),
-        })
+        Ok(Self::from_shared(Shared::new(pair, None, Settings::fixed(), None)))
     }
 
     /// A copy of the current pair (a refresh may replace it at any moment).
     pub fn current(&self) -> TokenPair {
-        self.shared.current.load().pair.clone()
+        self.handle.shared.current.load().pair.clone()
     }
 
     /// Installs `pair` by hand, for example after re-authenticating. Requests waiting for a
@@ -213,15 +220,15 @@ impl TokenCache {
     /// With a [store](TokenCacheBuilder::store), the pair is written over the stored one
     /// from a task (inside a Tokio runtime), hand-installed pairs in install order.
     pub fn install(&self, pair: TokenPair) {
-        let state = self.shared.install(pair);
+        let state = self.handle.shared.install(pair);
         tracing::info!("token pair installed by hand");
-        if self.shared.link.is_some() {
+        if self.handle.shared.link.is_some() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(Arc::clone(&self.shared).publish_installed(Arc::clone(&state)));
+                runtime.spawn(Arc::clone(&self.handle.shared).publish_installed(Arc::clone(&state)));
             }
         }
-        if self.shared.settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
-            self.shared.arm(&state);
+        if self.handle.shared.settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
+            self.handle.shared.arm(&state);
         }
     }
 
@@ -232,11 +239,11 @@ impl TokenCache {
     /// background), and [`Error::is_invalid_input`] for a cache made with
     /// [`fixed`](Self::fixed).
     pub async fn refresh_now(&self) -> Result<TokenPair, Error> {
-        if self.shared.refresher.is_none() {
+        if self.handle.shared.refresher.is_none() {
             return Err(Error::invalid_input("a fixed-token cache cannot refresh"));
         }
-        let generation = self.shared.current.load().generation;
-        let state = Arc::clone(&self.shared)
+        let generation = self.handle.shared.current.load().generation;
+        let state = Arc::clone(&self.handle.shared)
             .await_token(generation, Need::Newer)
             .await?;
         Ok(state.pair.clone())
@@ -244,47 +251,70 @@ impl TokenCache {
 
     /// Counters since the cache was built.
     pub fn stats(&self) -> CacheStats {
-        let counters = &self.shared.counters;
+        let counters = &self.handle.shared.counters;
         CacheStats {
             attempts: counters.attempts.load(Ordering::Relaxed),
             refreshes: counters.refreshes.load(Ordering::Relaxed),
             failures: counters.failures.load(Ordering::Relaxed),
             replays: counters.replays.load(Ordering::Relaxed),
-            generation: self.shared.current.load().generation,
+            generation: self.handle.shared.current.load().generation,
         }
+    }
+
+    fn from_shared(shared: Shared) -> Self {
+        Self {
+            handle: Arc::new(Handle {
+                shared: Arc::new(shared),
+            }),
+        }
+    }
+
+    /// Another handle onto this same cache, whose clones count apart from this one's.
+    pub(crate) fn fork(&self) -> Self {
+        Self {
+            handle: Arc::new(Handle {
+                shared: Arc::clone(&self.handle.shared),
+            }),
+        }
+    }
+
+    /// Where this handle's count is, for tests of [`fork`](Self::fork).
+    #[cfg(test)]
+    pub(crate) fn handle_address(&self) -> usize {
+        Arc::as_ptr(&self.handle) as usize
     }
 
     /// Whether `other` is a handle to this same cache.
     #[cfg(feature = "pool")]
     pub(crate) fn same_as(&self, other: &TokenCache) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.handle.shared, &other.handle.shared)
     }
 
     /// The pool's bookkeeping on this cache, when it is a pool's entry.
     #[cfg(feature = "pool")]
     #[inline]
     pub(crate) fn pool_mark(&self) -> &super::core::PoolMark {
-        &self.shared.pooled
+        &self.handle.shared.pooled
     }
 
     /// The current state, for a caller without a [`LocalCache`] of its own.
     #[inline]
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {
-        self.shared.current.load()
+        self.handle.shared.current.load()
     }
 
     /// Counters of the cache's use of its [store](TokenCacheBuilder::store); `None` without
     /// one.
     pub fn store_stats(&self) -> Option<StoreStats> {
-        self.shared.link.as_deref().map(StoreLink::stats)
+        self.handle.shared.link.as_deref().map(StoreLink::stats)
     }
 
     pub(crate) fn local(&self) -> LocalCache {
-        arc_swap::Cache::new(Current(Arc::clone(&self.shared)))
+        arc_swap::Cache::new(Current(Arc::clone(&self.handle.shared)))
     }
 
     pub(crate) fn is_refreshable(&self) -> bool {
-        self.shared.refresher.is_some()
+        self.handle.shared.refresher.is_some()
     }
 
     /// The fast path: one relaxed load and a comparison.
@@ -306,7 +336,7 @@ impl TokenCache {
                         "a refreshing TokenCache must be used inside a Tokio runtime",
                     ));
                 }
-                self.shared.arm(state)
+                self.handle.shared.arm(state)
             }
             phase => phase,
         };
@@ -314,12 +344,12 @@ impl TokenCache {
             Phase::Unarmed | Phase::Fresh => Ticket::Ready,
             Phase::Advisory => {
                 if state.claim_refresh() {
-                    self.shared.kick(state);
+                    self.handle.shared.kick(state);
                 }
                 Ticket::Ready
             }
             Phase::Hard | Phase::Expired => Ticket::Wait(Box::pin(
-                Arc::clone(&self.shared).await_token(state.generation, Need::Valid),
+                Arc::clone(&self.handle.shared).await_token(state.generation, Need::Valid),
             )),
         }
     }
@@ -328,7 +358,7 @@ impl TokenCache {
     /// refresh (shared with every other such request) has run. `None` for a fixed token.
     pub(crate) fn after_unauthorized(&self, generation: u64) -> Option<WaitFuture> {
         self.may_refresh_after_401(generation).then(|| {
-            Box::pin(Arc::clone(&self.shared).await_token(generation, Need::After401)) as _
+            Box::pin(Arc::clone(&self.handle.shared).await_token(generation, Need::After401)) as _
         })
     }
 
@@ -341,28 +371,28 @@ impl TokenCache {
         if !self.is_refreshable() {
             return false;
         }
-        let current = self.shared.current.load();
+        let current = self.handle.shared.current.load();
         current.generation != generation || !current.is_recent_answer_to_401()
     }
 
     pub(crate) fn note_replay(&self) {
-        self.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
+        self.handle.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
     }
 
     /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.
     pub(crate) fn refresh_in_background(&self, generation: u64) {
-        let state = self.shared.current.load_full();
+        let state = self.handle.shared.current.load_full();
         if state.generation == generation && self.may_refresh_after_401(generation) {
             // Marked as a 401's answer like a replayed one, so the cool-down applies however
             // the 401 arrived.
-            self.shared.kick_for(&state, true);
+            self.handle.shared.kick_for(&state, true);
         }
     }
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.fmt(f)
+        self.handle.shared.fmt(f)
     }
 }
 
@@ -680,9 +710,7 @@ impl TokenCacheBuilder {
             keep_alive: self.keep_alive == Some(true),
             timer_refresh: self.keep_alive != Some(false),
         };
-        TokenCache {
-            shared: Arc::new(Shared::new(pair, Some(self.refresher), settings, link)),
-        }
+        TokenCache::from_shared(Shared::new(pair, Some(self.refresher), settings, link))
     }
 }
 
