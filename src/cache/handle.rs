@@ -206,7 +206,12 @@ impl TokenCache {
             Instant::now(),
             Duration::from_secs(30 * 365 * 86_400),
         )?;
-        Ok(Self::from_shared(Shared::new(pair, None, Settings::fixed(), None)))
+        Ok(Self::from_shared(Shared::new(
+            pair,
+            None,
+            Settings::fixed(),
+            None,
+        )))
     }
 
     /// A copy of the current pair (a refresh may replace it at any moment).
@@ -224,7 +229,8 @@ impl TokenCache {
         tracing::info!("token pair installed by hand");
         if self.handle.shared.link.is_some() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(Arc::clone(&self.handle.shared).publish_installed(Arc::clone(&state)));
+                runtime
+                    .spawn(Arc::clone(&self.handle.shared).publish_installed(Arc::clone(&state)));
             }
         }
         if self.handle.shared.settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
@@ -376,7 +382,11 @@ impl TokenCache {
     }
 
     pub(crate) fn note_replay(&self) {
-        self.handle.shared.counters.replays.fetch_add(1, Ordering::Relaxed);
+        self.handle
+            .shared
+            .counters
+            .replays
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.
