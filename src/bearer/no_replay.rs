@@ -14,7 +14,10 @@ use tower_service::Service;
 
 #[cfg(feature = "pool")]
 use super::future::Lookup;
-use super::{ReplaySkipped, future::Wait};
+use super::{
+    ReplaySkipped,
+    future::{OffBox, Wait},
+};
 use crate::TokenCache;
 #[cfg(feature = "pool")]
 use crate::cache::Ticket;
@@ -46,24 +49,8 @@ pin_project! {
         Sent { #[pin] future: S::Future, generation: u64 },
         // One boxed variant for the rest: the future's drop then has one case to test
         // besides `Sent` (14 instructions a request fewer than two).
-        Off { off: OffBox<S, B> },
+        Off { off: OffBox<Off<S, B>> },
     }
-}
-
-/// The boxed off-path state, dropped out of line: the future's drop glue is then small enough
-/// for LLVM to inline into the caller (4 instructions a request fewer than a plain `Box`).
-struct OffBox<S: Service<Request<B>>, B>(Option<Box<Off<S, B>>>);
-
-impl<S: Service<Request<B>>, B> Drop for OffBox<S, B> {
-    #[inline]
-    fn drop(&mut self) {
-        drop_off(self.0.take());
-    }
-}
-
-#[inline(never)]
-fn drop_off<T>(off: Option<Box<T>>) {
-    drop(off);
 }
 
 // Boxed whole in `State::Off`: its variants' sizes cost nothing on the fast path.
@@ -111,11 +98,11 @@ where
     fn delayed(step: Step, request: Request<B>, service: S, cache: Option<TokenCache>) -> Self {
         Self {
             state: State::Off {
-                off: OffBox(Some(Box::new(Off::Delayed {
+                off: OffBox::new(Off::Delayed {
                     step,
                     request: Some(request),
                     service,
-                }))),
+                }),
             },
             cache,
         }
@@ -124,7 +111,7 @@ where
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Off {
-                off: OffBox(Some(Box::new(Off::Failed(Some(error))))),
+                off: OffBox::new(Off::Failed(Some(error))),
             },
             cache: None,
         }
@@ -156,8 +143,7 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Off { off } => {
-                    let off = off.0.as_deref_mut().expect("present until dropped");
-                    let (step, request, service) = match off {
+                    let (step, request, service) = match off.get() {
                         Off::Delayed {
                             step,
                             request,
