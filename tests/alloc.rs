@@ -17,9 +17,14 @@ use std::{
     hint::black_box,
 };
 
-use http::header::AUTHORIZATION;
-use signalwire_auth::BearerAuthLayer;
-use support::{bearer_value, drain, floor, request, request_1k, sat, send, valid_cache, variants};
+use bytes::Bytes;
+use http::{Request, header::AUTHORIZATION};
+use http_body_util::Empty;
+use signalwire_auth::{BearerAuth, BearerAuthLayer, Subscriber, TokenPool};
+use support::{
+    Mint, Noop, bearer_value, drain, floor, noop, poll_now, request, request_1k, sat, send,
+    valid_cache, variants,
+};
 use tower::{Layer, Service};
 
 struct Counting;
@@ -86,9 +91,14 @@ fn count(mut round: impl FnMut()) -> u64 {
 
 /// The floor: build the request, insert one header, send it to the no-op service.
 fn floor_count() -> u64 {
+    floor_count_of(request)
+}
+
+/// The floor for the requests `make` builds.
+fn floor_count_of(make: impl Fn() -> Request<Empty<Bytes>>) -> u64 {
     let value = bearer_value(&sat("bench"));
     let base = count(|| {
-        black_box(floor(request(), &value));
+        black_box(floor(make(), &value));
     });
     assert!(
         base >= ROUNDS,
@@ -99,14 +109,23 @@ fn floor_count() -> u64 {
 }
 
 /// Allocations made by the floor and by `service` over `ROUNDS` requests each.
-fn floor_and<S>(mut service: S) -> (u64, u64)
+fn floor_and<S>(service: S) -> (u64, u64)
 where
-    S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>>,
+    S: Service<Request<Empty<Bytes>>>,
     S::Error: std::fmt::Debug,
 {
-    let base = floor_count();
+    floor_and_of(service, request)
+}
+
+/// `floor_and` for the requests `make` builds.
+fn floor_and_of<S>(mut service: S, make: impl Fn() -> Request<Empty<Bytes>>) -> (u64, u64)
+where
+    S: Service<Request<Empty<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let base = floor_count_of(&make);
     let total = count(|| {
-        black_box(send(&mut service, request()));
+        black_box(send(&mut service, make()));
     });
     (base, total)
 }
@@ -114,10 +133,19 @@ where
 /// Asserts that `service` allocates nothing per request beyond the floor.
 fn assert_adds_nothing<S>(name: &str, service: S)
 where
-    S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>>,
+    S: Service<Request<Empty<Bytes>>>,
     S::Error: std::fmt::Debug,
 {
-    let (base, total) = floor_and(service);
+    assert_adds_nothing_for(name, service, request);
+}
+
+/// `assert_adds_nothing` for the requests `make` builds.
+fn assert_adds_nothing_for<S>(name: &str, service: S, make: impl Fn() -> Request<Empty<Bytes>>)
+where
+    S: Service<Request<Empty<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    let (base, total) = floor_and_of(service, make);
     println!(
         "floor: {:.2} allocations per request; {name}: {:.2}",
         base as f64 / ROUNDS as f64,
@@ -165,6 +193,51 @@ fn bearer_from_a_fixed_token_allocates_nothing_beyond_the_request() {
         "BearerAuth (fixed token)",
         variants::bearer_fixed_token(&sat("bench")),
     );
+}
+
+/// A pooled service adds nothing either, on the memo of its last subscriber (a run of requests
+/// for one) and on the pool's index (a different subscriber each time); the request's own
+/// `Subscriber` extension is part of the floor.
+#[test]
+fn bearer_pooled_fast_path_allocates_nothing_beyond_the_request() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let subscribers: Vec<Subscriber> = (0..3)
+        .map(|n| Subscriber::new(format!("subscriber-{n}@example.com")))
+        .collect();
+    let mint = Mint::default();
+    let pool = TokenPool::with_client(mint.client()).build();
+    for subscriber in &subscribers {
+        poll_now(pool.cache(subscriber.reference())).expect("a mint");
+    }
+    let service: BearerAuth<Noop> = BearerAuthLayer::pooled(pool.clone())
+        .replay_limit(0)
+        .layer(noop());
+    let with = |subscriber: &Subscriber| {
+        let mut request = request();
+        request.extensions_mut().insert(subscriber.clone());
+        request
+    };
+
+    assert_adds_nothing_for(
+        "BearerAuth::pooled (one subscriber)",
+        service.clone(),
+        || with(&subscribers[0]),
+    );
+    let next = std::cell::Cell::new(0);
+    assert_adds_nothing_for(
+        "BearerAuth::pooled (each subscriber in turn)",
+        service,
+        || {
+            let n = next.get();
+            next.set((n + 1) % subscribers.len());
+            with(&subscribers[n])
+        },
+    );
+
+    // Every request was served from the pool: nothing minted after the first three.
+    assert_eq!(mint.calls(), subscribers.len());
+    assert!(pool.stats().hits() >= 2 * (WARM_UP + ROUNDS));
 }
 
 /// Replay on keeps the request's parts, and for a body that is not empty records it: that
