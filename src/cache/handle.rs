@@ -216,7 +216,7 @@ impl TokenCache {
 
     /// A copy of the current pair (a refresh may replace it at any moment).
     pub fn current(&self) -> TokenPair {
-        self.handle.shared.current.load().pair.clone()
+        self.shared().current.load().pair.clone()
     }
 
     /// Installs `pair` by hand, for example after re-authenticating. Requests waiting for a
@@ -225,16 +225,15 @@ impl TokenCache {
     /// With a [store](TokenCacheBuilder::store), the pair is written over the stored one
     /// from a task (inside a Tokio runtime), hand-installed pairs in install order.
     pub fn install(&self, pair: TokenPair) {
-        let state = self.handle.shared.install(pair);
+        let state = self.shared().install(pair);
         tracing::info!("token pair installed by hand");
-        if self.handle.shared.link.is_some() {
+        if self.shared().link.is_some() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime
-                    .spawn(Arc::clone(&self.handle.shared).publish_installed(Arc::clone(&state)));
+                runtime.spawn(Arc::clone(self.shared()).publish_installed(Arc::clone(&state)));
             }
         }
-        if self.handle.shared.settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
-            self.handle.shared.arm(&state);
+        if self.shared().settings.keep_alive && tokio::runtime::Handle::try_current().is_ok() {
+            self.shared().arm(&state);
         }
     }
 
@@ -245,11 +244,11 @@ impl TokenCache {
     /// background), and [`Error::is_invalid_input`] for a cache made with
     /// [`fixed`](Self::fixed).
     pub async fn refresh_now(&self) -> Result<TokenPair, Error> {
-        if self.handle.shared.refresher.is_none() {
+        if self.shared().refresher.is_none() {
             return Err(Error::invalid_input("a fixed-token cache cannot refresh"));
         }
-        let generation = self.handle.shared.current.load().generation;
-        let state = Arc::clone(&self.handle.shared)
+        let generation = self.shared().current.load().generation;
+        let state = Arc::clone(self.shared())
             .await_token(generation, Need::Newer)
             .await?;
         Ok(state.pair.clone())
@@ -257,14 +256,19 @@ impl TokenCache {
 
     /// Counters since the cache was built.
     pub fn stats(&self) -> CacheStats {
-        let counters = &self.handle.shared.counters;
+        let counters = &self.shared().counters;
         CacheStats {
             attempts: counters.attempts.load(Ordering::Relaxed),
             refreshes: counters.refreshes.load(Ordering::Relaxed),
             failures: counters.failures.load(Ordering::Relaxed),
             replays: counters.replays.load(Ordering::Relaxed),
-            generation: self.handle.shared.current.load().generation,
+            generation: self.shared().current.load().generation,
         }
+    }
+
+    #[inline]
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
     }
 
     fn from_shared(shared: Shared) -> Self {
@@ -279,7 +283,7 @@ impl TokenCache {
     pub(crate) fn fork(&self) -> Self {
         Self {
             handle: Arc::new(Handle {
-                shared: Arc::clone(&self.handle.shared),
+                shared: Arc::clone(self.shared()),
             }),
         }
     }
@@ -293,34 +297,34 @@ impl TokenCache {
     /// Whether `other` is a handle to this same cache.
     #[cfg(feature = "pool")]
     pub(crate) fn same_as(&self, other: &TokenCache) -> bool {
-        Arc::ptr_eq(&self.handle.shared, &other.handle.shared)
+        Arc::ptr_eq(self.shared(), other.shared())
     }
 
     /// The pool's bookkeeping on this cache, when it is a pool's entry.
     #[cfg(feature = "pool")]
     #[inline]
     pub(crate) fn pool_mark(&self) -> &super::core::PoolMark {
-        &self.handle.shared.pooled
+        &self.shared().pooled
     }
 
     /// The current state, for a caller without a [`LocalCache`] of its own.
     #[inline]
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {
-        self.handle.shared.current.load()
+        self.shared().current.load()
     }
 
     /// Counters of the cache's use of its [store](TokenCacheBuilder::store); `None` without
     /// one.
     pub fn store_stats(&self) -> Option<StoreStats> {
-        self.handle.shared.link.as_deref().map(StoreLink::stats)
+        self.shared().link.as_deref().map(StoreLink::stats)
     }
 
     pub(crate) fn local(&self) -> LocalCache {
-        arc_swap::Cache::new(Current(Arc::clone(&self.handle.shared)))
+        arc_swap::Cache::new(Current(Arc::clone(self.shared())))
     }
 
     pub(crate) fn is_refreshable(&self) -> bool {
-        self.handle.shared.refresher.is_some()
+        self.shared().refresher.is_some()
     }
 
     /// The fast path: one relaxed load and a comparison.
@@ -342,7 +346,7 @@ impl TokenCache {
                         "a refreshing TokenCache must be used inside a Tokio runtime",
                     ));
                 }
-                self.handle.shared.arm(state)
+                self.shared().arm(state)
             }
             phase => phase,
         };
@@ -350,12 +354,12 @@ impl TokenCache {
             Phase::Unarmed | Phase::Fresh => Ticket::Ready,
             Phase::Advisory => {
                 if state.claim_refresh() {
-                    self.handle.shared.kick(state);
+                    self.shared().kick(state);
                 }
                 Ticket::Ready
             }
             Phase::Hard | Phase::Expired => Ticket::Wait(Box::pin(
-                Arc::clone(&self.handle.shared).await_token(state.generation, Need::Valid),
+                Arc::clone(self.shared()).await_token(state.generation, Need::Valid),
             )),
         }
     }
@@ -364,7 +368,7 @@ impl TokenCache {
     /// refresh (shared with every other such request) has run. `None` for a fixed token.
     pub(crate) fn after_unauthorized(&self, generation: u64) -> Option<WaitFuture> {
         self.may_refresh_after_401(generation).then(|| {
-            Box::pin(Arc::clone(&self.handle.shared).await_token(generation, Need::After401)) as _
+            Box::pin(Arc::clone(self.shared()).await_token(generation, Need::After401)) as _
         })
     }
 
@@ -377,7 +381,7 @@ impl TokenCache {
         if !self.is_refreshable() {
             return false;
         }
-        let current = self.handle.shared.current.load();
+        let current = self.shared().current.load();
         current.generation != generation || !current.is_recent_answer_to_401()
     }
 
@@ -391,18 +395,18 @@ impl TokenCache {
 
     /// After a 401 that cannot be replayed: start the refresh so the next request succeeds.
     pub(crate) fn refresh_in_background(&self, generation: u64) {
-        let state = self.handle.shared.current.load_full();
+        let state = self.shared().current.load_full();
         if state.generation == generation && self.may_refresh_after_401(generation) {
             // Marked as a 401's answer like a replayed one, so the cool-down applies however
             // the 401 arrived.
-            self.handle.shared.kick_for(&state, true);
+            self.shared().kick_for(&state, true);
         }
     }
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.handle.shared.fmt(f)
+        self.shared().fmt(f)
     }
 }
 
