@@ -53,10 +53,9 @@ enum Source {
         cache: TokenCache,
         /// This clone's view of the current state: revalidated with one relaxed pointer load.
         local: LocalCache,
-        /// Kept here so that a request does not read the shared cache to learn it.
-        refreshable: bool,
-        /// Handles for this service's clones to share out, for a refreshable cache (whose
-        /// handle each request's future holds).
+        /// Handles for this service's clones to share out; present exactly when the cache is
+        /// refreshable (each request's future then holds a handle, for a 401). Kept here so
+        /// that a request does not read the shared cache to learn it.
         forks: Option<Arc<Forks>>,
     },
     #[cfg(feature = "pool")]
@@ -73,7 +72,6 @@ impl Clone for Source {
             Source::One {
                 cache,
                 local,
-                refreshable,
                 forks,
             } => Source::One {
                 cache: match forks {
@@ -81,7 +79,6 @@ impl Clone for Source {
                     None => cache.clone(),
                 },
                 local: local.clone(),
-                refreshable: *refreshable,
                 forks: forks.clone(),
             },
             #[cfg(feature = "pool")]
@@ -107,7 +104,6 @@ impl<S, M> BearerAuth<S, M> {
             source: Source::One {
                 local: cache.local(),
                 cache: forks.as_ref().map_or(cache, |forks| forks.next()),
-                refreshable,
                 forks,
             },
             target,
@@ -320,10 +316,9 @@ fn route<B>(source: &mut Source, target: &TransportRule, request: &Request<B>) -
         Source::One {
             cache,
             local,
-            refreshable,
-            ..
+            forks,
         } => {
-            let keep = refreshable.then(|| cache.clone());
+            let keep = forks.is_some().then(|| cache.clone());
             ready(cache, local.load(), keep)
         }
         #[cfg(feature = "pool")]
