@@ -18,14 +18,14 @@ use super::{
     ReplayBody,
     replay::{Drain, ReplaySkipped, Saved, prepare},
 };
-use crate::{
-    Error, TokenCache,
-    cache::{State as TokenState, Ticket},
-};
+#[cfg(feature = "pool")]
+use crate::cache::Ticket;
+use crate::{Error, TokenCache, cache::State as TokenState};
 
 pub(crate) type Wait = Pin<Box<dyn Future<Output = Result<Arc<TokenState>, Error>> + Send + Sync>>;
 
 /// A pool's lookup of the request's subscriber (feature `pool`), which may mint.
+#[cfg(feature = "pool")]
 pub(crate) type Lookup = Pin<Box<dyn Future<Output = Result<TokenCache, Error>> + Send + Sync>>;
 
 pin_project! {
@@ -68,6 +68,7 @@ where
 {
     /// A pooled request whose subscriber is not in the pool's index: waiting for the lookup
     /// (and the mint, for a new subscriber).
+    #[cfg(feature = "pool")]
     LookingUp {
         lookup: Lookup,
         request: Option<Request<B>>,
@@ -238,6 +239,7 @@ where
                 StateProj::Off { off } => off.get(),
             };
             match off {
+                #[cfg(feature = "pool")]
                 Off::LookingUp { lookup, request } => {
                     let cache = ready!(lookup.as_mut().poll(cx))?;
                     let state = cache.load();

@@ -307,7 +307,8 @@ impl TokenCache {
         &self.shared().pooled
     }
 
-    /// The current state, for a caller without a [`LocalCache`] of its own.
+    /// The current state, for a caller without a [`LocalCache`] of its own (a pool's entry).
+    #[cfg(feature = "pool")]
     #[inline]
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<State>> {
         self.shared().current.load()
